@@ -1,0 +1,57 @@
+"""One exception hierarchy for the whole house.
+
+Every error names the operation that failed and the object it failed on, so a message
+that travels up through several layers still says what happened to what. The API layer
+maps these classes (and only these) to HTTP status codes; the runtime CLI prints them
+as one line on stderr.
+"""
+
+from __future__ import annotations
+
+
+class PalletError(Exception):
+    """Base of every error pallet raises on purpose."""
+
+    def __init__(self, message: str, *, op: str = "", obj: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.op = op
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(PalletError):
+    """The named object does not exist."""
+
+
+class Conflict(PalletError):
+    """The object exists already, or is in use."""
+
+
+class InvalidArgument(PalletError):
+    """The caller's input is malformed or out of range."""
+
+
+class InvalidState(PalletError):
+    """The operation is not allowed in the object's current state."""
+
+    def __init__(self, message: str, *, op: str = "", obj: str = "", state: str = "") -> None:
+        super().__init__(message, op=op, obj=obj)
+        self.state = state
+
+
+class NotSupported(PalletError):
+    """The host (kernel, filesystem, libraries) cannot do what was asked."""
+
+
+class SystemFailure(PalletError):
+    """A kernel or system call failed; carries the errno and path when there is one."""
+
+    def __init__(
+        self, message: str, *, op: str = "", obj: str = "", errno: int = 0, path: str = ""
+    ) -> None:
+        super().__init__(message, op=op, obj=obj)
+        self.errno = errno
+        self.path = path

@@ -1,0 +1,1 @@
+"""runtime-spec and image-spec types: parse and validate, no I/O."""

@@ -1,0 +1,18 @@
+"""Fixtures shared by every test: the repository root and the root-only marker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root and a real kernel")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)

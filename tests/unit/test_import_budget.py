@@ -1,0 +1,52 @@
+"""The runtime's import path stays lean: it is paid on every container start.
+
+Reads ``python -X importtime`` for the modules `pallet-runtime run` loads and fails on
+any module from the banned list (each costs milliseconds of a ~20 ms budget, or drags
+in a framework the runtime has no use for).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+BANNED = {
+    "asyncio", "logging", "pydantic", "aiohttp", "rich", "click", "argparse", "typing",
+    "dataclasses", "enum", "re", "json", "subprocess", "socket", "signal", "pathlib",
+    "inspect", "shutil", "importlib.metadata", "tempfile", "threading",
+}
+
+HOT_MODULES = (
+    "pallet.runtime.cli", "pallet.runtime.verbs", "pallet.runtime.container",
+    "pallet.runtime.init", "pallet.runtime.rootfs", "pallet.runtime.process",
+    "pallet.runtime.state", "pallet.runtime.cgroups", "pallet.runtime.hooks",
+    "pallet.runtime.sync", "pallet.runtime.seccomp", "pallet.oci.spec",
+    "pallet.oci.resources", "pallet.linux.proc", "pallet.linux.pidfd", "pallet.linux.signals",
+)
+
+
+def imported_modules(code: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-IS", "-X", "importtime", "-c",
+         f"import sys; sys.path.insert(0, {REPO!r}); {code}"],
+        capture_output=True, text=True, check=True,
+    )
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                names.add(name)
+    return names
+
+
+def test_the_run_path_imports_no_banned_module() -> None:
+    loaded = imported_modules("; ".join(f"import {m}" for m in HOT_MODULES))
+    assert "pallet.runtime.container" in loaded  # the probe saw the imports at all
+    assert sorted(loaded & BANNED) == []
+
+
+def test_the_probe_catches_a_banned_module() -> None:
+    assert "enum" in imported_modules("import signal")
