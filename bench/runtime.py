@@ -93,6 +93,8 @@ def main() -> int:
         else:
             print(f"note: {name} not installed (apt-get install {name}); left out")
     base = tempfile.mkdtemp(prefix="pallet-bench-")
+    # Runtime state where the runtimes keep it by default (/run), not on /tmp.
+    state_base = tempfile.mkdtemp(prefix="pallet-bench-", dir="/run")
     timers: dict[str, Timer] = {}
     try:
         bundle = make_bundle(base)
@@ -106,7 +108,7 @@ def main() -> int:
         results: dict[tuple[str, str], list[float]] = {}
         for i in range(args.rounds):
             for name, exe in runtimes.items():
-                root = os.path.join(base, f"root-{name}")
+                root = os.path.join(state_base, f"root-{name}")
                 cid = f"bench-{name}-{i}"
                 t = timers[name]
                 results.setdefault(("run", name), []).append(
@@ -122,6 +124,7 @@ def main() -> int:
         for t in set(timers.values()):
             t.close()
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(state_base, ignore_errors=True)
     return 0
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-
-from pallet.linux.libc import SYS_capset, check, libc
+from pallet.linux import ffi
+from pallet.linux.libc import SYS_capset, check, syscall_fn
 from pallet.linux.prctl import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -48,15 +47,15 @@ def mask(names: list[str]) -> int:
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _Header(ffi.Structure):
+    _fields_ = [("version", ffi.c_uint32), ("pid", ffi.c_int)]
 
 
-class _Data(ctypes.Structure):
+class _Data(ffi.Structure):
     _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
+        ("effective", ffi.c_uint32),
+        ("permitted", ffi.c_uint32),
+        ("inheritable", ffi.c_uint32),
     ]
 
 
@@ -68,7 +67,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    ret = libc.syscall(ctypes.c_long(SYS_capset), ctypes.byref(hdr), ctypes.byref(data))
+    ret = syscall_fn(ffi.c_long(SYS_capset), ffi.byref(hdr), ffi.byref(data))
     check(ret, "capset")
 
 

@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-# Loaded by soname: find_library would spawn ldconfig and cost tens of milliseconds.
-libc = ctypes.CDLL("libc.so.6", use_errno=True)
+from pallet.linux import ffi
 
-_syscall = libc.syscall
-_syscall.restype = ctypes.c_long
+# Loaded by soname: find_library would spawn ldconfig and cost tens of milliseconds.
+libc = ffi.Library("libc.so.6")
+
+# The raw function, for calls whose arguments are structures (byref).
+syscall_fn = libc.function("syscall", returns_long=True)
 
 
 def check(ret: int, op: str, path: str | None = None, path2: str | None = None) -> int:
     """Return ``ret`` unless it is -1, in which case raise OSError(errno) naming ``op``."""
     if ret == -1:
-        err = ctypes.get_errno()
+        err = ffi.get_errno()
         raise OSError(err, f"{op}: {os.strerror(err)}", path, None, path2)
     return ret
 
 
 def syscall(nr: int, *args: int | bytes | None) -> int:
     """A raw system call; arguments are ints, byte strings or None (NULL)."""
-    return int(_syscall(ctypes.c_long(nr), *(_arg(a) for a in args)))
+    return int(syscall_fn(ffi.c_long(nr), *(_arg(a) for a in args)))
 
 
-def _arg(a: int | bytes | None) -> ctypes.c_long | ctypes.c_char_p | None:
+def _arg(a: int | bytes | None) -> ffi.c_long | ffi.c_char_p | None:
     if a is None or isinstance(a, bytes):
-        return ctypes.c_char_p(a) if a is not None else None
-    return ctypes.c_long(a)
+        return ffi.c_char_p(a) if a is not None else None
+    return ffi.c_long(a)
 
 
 # x86_64 and aarch64 syscall numbers for calls glibc 2.36 does not wrap.

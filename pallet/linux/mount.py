@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 
+from pallet.linux import ffi
 from pallet.linux.libc import (
     SYS_mount_setattr,
     SYS_move_mount,
@@ -13,6 +13,7 @@ from pallet.linux.libc import (
     check,
     libc,
     syscall,
+    syscall_fn,
 )
 
 MS_RDONLY = 0x1
@@ -57,17 +58,16 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x100000
 
-libc.mount.argtypes = [
-    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p,
-]
-libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_mount = libc.function("mount", [ffi.c_char_p, ffi.c_char_p, ffi.c_char_p, ffi.c_ulong,
+                                 ffi.c_char_p])
+_umount2 = libc.function("umount2", [ffi.c_char_p, ffi.c_int])
 
 
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
     check(
-        libc.mount(
+        _mount(
             source.encode() if source is not None else None,
             target.encode(),
             fstype.encode() if fstype is not None else None,
@@ -81,19 +81,19 @@ def mount(
 
 
 def umount(target: str, flags: int = 0) -> None:
-    check(libc.umount2(target.encode(), flags), "umount", target)
+    check(_umount2(target.encode(), flags), "umount", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     check(syscall(SYS_pivot_root, new_root.encode(), put_old.encode()), "pivot_root", new_root)
 
 
-class _MountAttr(ctypes.Structure):
+class _MountAttr(ffi.Structure):
     _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
+        ("attr_set", ffi.c_uint64),
+        ("attr_clr", ffi.c_uint64),
+        ("propagation", ffi.c_uint64),
+        ("userns_fd", ffi.c_uint64),
     ]
 
 
@@ -105,9 +105,9 @@ def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
     """Attach an id mapping (the user namespace ``userns_fd``) to a detached mount."""
     attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    ret = libc.syscall(
-        ctypes.c_long(SYS_mount_setattr), ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags),
-        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+    ret = syscall_fn(
+        ffi.c_long(SYS_mount_setattr), ffi.c_int(tree_fd), b"", ffi.c_uint(flags),
+        ffi.byref(attr), ffi.c_size_t(ffi.sizeof(attr)),
     )
     check(ret, "mount_setattr")
 
@@ -131,9 +131,9 @@ MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 def mount_setattr(path: str, attr_set: int, attr_clr: int, recursive: bool = True) -> None:
     """Change the attributes of the mount at ``path`` (and every mount below it)."""
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    ret = libc.syscall(
-        ctypes.c_long(SYS_mount_setattr), ctypes.c_int(AT_FDCWD), path.encode(),
-        ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-        ctypes.c_size_t(ctypes.sizeof(attr)),
+    ret = syscall_fn(
+        ffi.c_long(SYS_mount_setattr), ffi.c_int(AT_FDCWD), path.encode(),
+        ffi.c_uint(AT_RECURSIVE if recursive else 0), ffi.byref(attr),
+        ffi.c_size_t(ffi.sizeof(attr)),
     )
     check(ret, "mount_setattr", path)

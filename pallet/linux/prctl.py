@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-
+from pallet.linux import ffi
 from pallet.linux.libc import SYS_close_range, check, libc, syscall
 
 PR_SET_PDEATHSIG = 1
@@ -19,14 +18,14 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 CLOSE_RANGE_CLOEXEC = 4
 
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-libc.personality.argtypes = [ctypes.c_ulong]
-libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_prctl = libc.function("prctl", [ffi.c_int, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong])
+_personality = libc.function("personality", [ffi.c_ulong])
+_sethostname = libc.function("sethostname", [ffi.c_char_p, ffi.c_size_t])
+_setdomainname = libc.function("setdomainname", [ffi.c_char_p, ffi.c_size_t])
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return check(libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+    return check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
 
 
 def set_no_new_privs() -> None:
@@ -50,17 +49,17 @@ def set_pdeathsig(sig: int) -> None:
 
 
 def personality(persona: int) -> None:
-    check(libc.personality(persona), "personality")
+    check(_personality(persona), "personality")
 
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    check(libc.sethostname(raw, len(raw)), "sethostname")
+    check(_sethostname(raw, len(raw)), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     raw = name.encode()
-    check(libc.setdomainname(raw, len(raw)), "setdomainname")
+    check(_setdomainname(raw, len(raw)), "setdomainname")
 
 
 def cloexec_from(first: int) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-
+from pallet.linux import ffi
 from pallet.linux.libc import SYS_clone, check, libc, syscall
 
 CLONE_NEWTIME = 0x00000080
@@ -16,16 +15,16 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 SIGCHLD = 17
 
-libc.unshare.argtypes = [ctypes.c_int]
-libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_unshare = libc.function("unshare", [ffi.c_int])
+_setns = libc.function("setns", [ffi.c_int, ffi.c_int])
 
 
 def unshare(flags: int) -> None:
-    check(libc.unshare(flags), "unshare")
+    check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    check(libc.setns(fd, nstype), "setns")
+    check(_setns(fd, nstype), "setns")
 
 
 def clone_fork(flags: int) -> int:

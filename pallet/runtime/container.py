@@ -60,6 +60,9 @@ def load_spec(bundle: str) -> ocispec.Spec:
             raise InvalidArgument(
                 "linux.seccomp.listenerPath: seccomp user notification is not supported yet"
             )
+    from pallet.runtime import process
+
+    process.check_security_labels(spec.process)
     if spec.linux.intel_rdt is not None:
         raise InvalidArgument("linux.intelRdt: not supported by pallet-runtime")
     return spec

@@ -236,7 +236,7 @@ class Plan:
     """What the child needs, handed over in the fork's copy of memory."""
 
     __slots__ = ("console_fd", "err_w", "go_r", "ns_fds", "preserve_fds", "proc",
-                 "seccomp", "seccomp_early", "userns")
+                 "seccomp", "seccomp_early", "sigmask", "userns")
 
     def __init__(self, proc: ocispec.Process, ns_fds: list[tuple[int, int]],
                  preserve_fds: int, console_fd: int, seccomp: Filter | None,
@@ -252,6 +252,7 @@ class Plan:
         self.seccomp_early = not proc.no_new_privileges
         self.go_r = go_r
         self.err_w = err_w
+        self.sigmask: set[int] | None = None  # to restore, if the parent blocked signals
 
 
 def verb_exec(root: str, a: Args) -> int:
@@ -274,6 +275,7 @@ def verb_exec(root: str, a: Args) -> int:
             no_new_privs=a.bool("no_new_privs") if a.has("no_new_privs") else None,
         )
     proc_spec = ocispec.Process(pdict)
+    process.check_security_labels(proc_spec)
     detach = a.bool("detach")
     console_socket = a.str("console_socket")
     if proc_spec.terminal and detach and not console_socket:
@@ -307,9 +309,12 @@ def verb_exec(root: str, a: Args) -> int:
 
                 relay_fd, console_fd = ttyrelay.socketpair()
             fds_to_close.append(console_fd)
-        import resource  # noqa: F401 - process.set_rlimits, after setns(mnt)
+        # Used by the child after setns(mnt), where nothing can be imported any more.
+        import resource  # noqa: F401 - process.set_rlimits
+        import signal  # noqa: F401 - _child_setup
 
-        pid = _spawn(proc_spec, ns_fds, parent_ns, preserve, console_fd, filt, cg_paths)
+        pid = _spawn(proc_spec, ns_fds, parent_ns, preserve, console_fd, filt, cg_paths,
+                     forward_signals=not detach)
     except BaseException:
         if relay_fd >= 0:
             os.close(relay_fd)
@@ -343,8 +348,7 @@ def verb_exec(root: str, a: Args) -> int:
         return ttyrelay.relay(master, pid)
     from pallet.runtime.container import wait_exit
 
-    ttyrelay.forward_signals(pid)
-    return wait_exit(pid)
+    return wait_exit(pid)  # signals are forwarded since the fork
 
 
 def _check_status(ctr: state.Container, ignore_paused: bool) -> None:
@@ -418,18 +422,38 @@ def _compile_seccomp(obj: dict[str, object]) -> Filter | None:
 
 def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
            parent_ns: list[tuple[int, int]], preserve: int, console_fd: int,
-           filt: Filter | None, cg_paths: dict[str, str]) -> int:
-    """Fork the child into the container; returns its pid once it has exec'd."""
+           filt: Filter | None, cg_paths: dict[str, str], forward_signals: bool) -> int:
+    """Fork the child into the container; returns its pid once it has exec'd.
+
+    With ``forward_signals`` the signals a foreground runtime passes on are blocked
+    across the fork and forwarded from the moment the child exists: none is lost, and
+    none kills the runtime while the process it started goes on.
+    """
+    import signal
+
+    from pallet.runtime import ttyrelay
+
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     plan = Plan(proc_spec, ns_fds, preserve, console_fd, filt, go_r, err_w)
+    forwarded = {getattr(signal, name) for name in (*ttyrelay.FORWARDED, "SIGWINCH")}
     try:
         prctl.set_dumpable(False)
         for fd, flag in parent_ns:
             sched.setns(fd, flag)
-        pid = os.fork()
-        if pid == 0:
-            _child(plan)  # never returns
+        old_mask = None
+        if forward_signals:
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
+            plan.sigmask = set(old_mask)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(plan)  # never returns
+            if forward_signals:
+                ttyrelay.forward_signals(pid)
+        finally:
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     except BaseException:
         for fd in (go_r, go_w, err_r, err_w):
             os.close(fd)
@@ -517,6 +541,10 @@ def _child(plan: Plan) -> None:
 
 def _child_setup(plan: Plan) -> None:
     p = plan.proc
+    if plan.sigmask is not None:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, plan.sigmask)
     prctl.set_pdeathsig(9)
     prctl.cloexec_from(3 + plan.preserve_fds)
     for fd, flag in plan.ns_fds:

@@ -64,25 +64,30 @@ def set_personality(domain: str) -> None:
     prctl.personality(_PERSONA[domain])
 
 
+def check_security_labels(proc: Process) -> None:
+    """Refuse labels the host cannot apply. Runs on the host, before any namespace is
+    entered: a container's /sys has no securityfs to look at."""
+    if proc.apparmor_profile and not os.path.isdir("/sys/kernel/security/apparmor"):
+        raise NotSupported(
+            f"apparmor profile {proc.apparmor_profile!r} requested but AppArmor is not "
+            "enabled on this host"
+        )
+    if proc.selinux_label and not os.path.isdir("/sys/fs/selinux"):
+        raise NotSupported(
+            f"selinux label {proc.selinux_label!r} requested but SELinux is not enabled "
+            "on this host"
+        )
+
+
 def set_security_labels(proc: Process) -> None:
-    """AppArmor profile and SELinux label for the next execve, where the host has them."""
+    """AppArmor profile and SELinux label for the next execve (checked by the caller)."""
     if proc.apparmor_profile:
-        if not os.path.isdir("/sys/kernel/security/apparmor"):
-            raise NotSupported(
-                f"apparmor profile {proc.apparmor_profile!r} requested but AppArmor is not "
-                "enabled on this host"
-            )
         attr = "/proc/self/attr/apparmor/exec"
         if not os.path.exists(attr):
             attr = "/proc/self/attr/exec"
         with open(attr, "wb", buffering=0) as f:
             f.write(f"exec {proc.apparmor_profile}".encode())
     if proc.selinux_label:
-        if not os.path.isdir("/sys/fs/selinux"):
-            raise NotSupported(
-                f"selinux label {proc.selinux_label!r} requested but SELinux is not enabled "
-                "on this host"
-            )
         with open("/proc/self/attr/exec", "wb", buffering=0) as f:
             f.write(proc.selinux_label.encode())
 
@@ -159,4 +164,10 @@ def execve(path: str, proc: Process) -> None:
     for e in env:
         k, _, v = e.partition("=")
         envd[k] = v
+    # Python ignores SIGPIPE and SIGXFSZ for itself; ignored signals survive execve, and
+    # `yes | head` inside would never end. _signal is built in: usable after pivot_root.
+    import _signal  # type: ignore[import-not-found]
+
+    _signal.signal(13, _signal.SIG_DFL)
+    _signal.signal(25, _signal.SIG_DFL)
     os.execve(path, proc.args, envd)

@@ -142,12 +142,20 @@ class Container:
         return fd
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, durable: bool = False) -> None:
+    """Temp file + rename: readers see the old content or the new, never a torn write.
+
+    Runtime state describes live processes and lives in /run, which does not outlive a
+    reboot (and the processes do not either), so by default there is no fsync: it
+    would only guard against a power loss after which the state means nothing. Pass
+    ``durable`` for files that must survive one.
+    """
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
