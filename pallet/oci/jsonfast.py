@@ -79,3 +79,17 @@ _encode = _json.make_encoder(
 
 def dumps(obj: object) -> str:
     return "".join(_encode(obj, 0))
+
+
+def dumps_indented(obj: object, indent: str = "  ", _level: int = 0) -> str:
+    """As ``json.dumps(obj, indent=...)`` (for small documents like the OCI state)."""
+    pad = indent * (_level + 1)
+    end = indent * _level
+    if isinstance(obj, dict) and obj:
+        items = (f"{pad}{dumps(str(k))}: {dumps_indented(v, indent, _level + 1)}"
+                 for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + f"\n{end}}}"
+    if isinstance(obj, list) and obj:
+        return "[\n" + ",\n".join(f"{pad}{dumps_indented(v, indent, _level + 1)}"
+                                  for v in obj) + f"\n{end}]"
+    return dumps(obj)

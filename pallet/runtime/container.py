@@ -7,14 +7,13 @@ parent <-> init protocol.
 
 from __future__ import annotations
 
-import errno
 import os
 
-from pallet.errors import InvalidArgument, InvalidState, NotFound, PalletError, SystemFailure
+from pallet.errors import InvalidArgument, NotFound, SystemFailure
 from pallet.linux import sched
 from pallet.oci import jsonfast
 from pallet.oci import spec as ocispec
-from pallet.runtime import hooks, init, state, sync
+from pallet.runtime import init, state, sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,9 +59,10 @@ def load_spec(bundle: str) -> ocispec.Spec:
             raise InvalidArgument(
                 "linux.seccomp.listenerPath: seccomp user notification is not supported yet"
             )
-    from pallet.runtime import process
+    if spec.process.apparmor_profile or spec.process.selinux_label:
+        from pallet.runtime import process
 
-    process.check_security_labels(spec.process)
+        process.check_security_labels(spec.process)
     if spec.linux.intel_rdt is not None:
         raise InvalidArgument("linux.intelRdt: not supported by pallet-runtime")
     return spec
@@ -86,24 +86,16 @@ def create(root: str, cid: str, opts: CreateOptions) -> tuple[state.Container, i
     ctr = state.new(root, cid, {
         "id": cid, "bundle": bundle, "rootfs": rootfs, "config": spec.raw, "pid": 0,
     })
-    made: list[str] = ["statedir"]
     cg: Cgroup | None = None
     pid = 0
     try:
         from pallet.runtime.cgroups import Cgroup
 
-        cg = Cgroup.open(spec.linux.cgroups_path, cid)
-        cg.create()
-        if spec.linux.resources is not None:
-            _allow_container_devices(spec)
-            cg.apply(spec.linux.resources)
+        cg = Cgroup.open(spec.linux.cgroups_path, cid)  # resolved now, made after the clone
         ctr.data["cgroupPaths"] = cg.paths()
-        fifo = os.path.join(ctr.dir, state.EXEC_FIFO)
-        os.mkfifo(fifo, 0o622)
+        os.mkfifo(os.path.join(ctr.dir, state.EXEC_FIFO), 0o622)
         pid = _spawn(ctr, spec, rootfs, cg, opts)
     except BaseException:
-        if pid:
-            _kill_and_reap(pid)
         if opts.relay_fd >= 0:
             os.close(opts.relay_fd)
             opts.relay_fd = -1
@@ -111,7 +103,6 @@ def create(root: str, cid: str, opts: CreateOptions) -> tuple[state.Container, i
             cg.destroy()
         state.remove_dir(ctr.dir)
         raise
-    del made
     return ctr, pid
 
 
@@ -206,25 +197,38 @@ def _parent_side(ctr: state.Container, spec: ocispec.Spec, cg: Cgroup, pid: int,
 
     lx = spec.linux
     userns = lx.namespace("user")
+    ctr.data["pid"] = pid
+    ctr.data["pidStartTime"] = proc.start_time(pid)
     try:
+        # init is already importing and mounting; the id maps and the cgroup are made
+        # meanwhile (init waits for GO before anything that needs them).
         if userns is not None and not userns.path:
             from pallet.runtime import userns as uns
 
             uns.write_maps(pid, lx.uid_mappings, lx.gid_mappings)
+        cg.create()
+        if lx.resources is not None:
+            _allow_container_devices(spec)
+            cg.apply(lx.resources)
         cg.add_pid(pid)
-        started = proc.start_time(pid)
-        ctr.data["pid"] = pid
-        ctr.data["pidStartTime"] = started
-        ch.send(sync.GO, state=_state_json(ctr, state.CREATING))
-        ch.expect(sync.HOOKS)
-        st = _state_json(ctr, state.CREATED).encode()
-        hooks.run("prestart", spec.hooks.prestart, st)
-        hooks.run("createRuntime", spec.hooks.createRuntime, st)
-        ch.send(sync.HOOKS_DONE)
+        run_hooks = bool(spec.hooks.prestart or spec.hooks.createRuntime)
+        ch.send(sync.GO, state=_state_json(ctr, state.CREATING), hooks=run_hooks)
+        if run_hooks:
+            from pallet.runtime import hooks
+
+            ch.expect(sync.HOOKS)
+            st = _state_json(ctr, state.CREATED).encode()
+            hooks.run("prestart", spec.hooks.prestart, st)
+            hooks.run("createRuntime", spec.hooks.createRuntime, st)
+            ch.send(sync.HOOKS_DONE)
         ch.expect(sync.READY)
     except sync.ChildError as exc:
         raise SystemFailure(str(exc), op="create", obj=ctr.id) from None
     except sync.ProtocolError as exc:
+        # init may have failed first and left its reason in the channel.
+        reason = ch.pending_error()
+        if reason:
+            raise SystemFailure(reason, op="create", obj=ctr.id) from None
         raise SystemFailure(f"container init exited unexpectedly ({exc})", op="create",
                             obj=ctr.id) from exc
     ctr.save()
@@ -256,171 +260,3 @@ def _kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def start(ctr: state.Container) -> None:
-    ctr.require("start")
-    fifo = os.path.join(ctr.dir, state.EXEC_FIFO)
-    try:
-        fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise InvalidState(f"cannot start container {ctr.id}: already started", op="start",
-                           obj=ctr.id) from None
-    try:
-        data = os.read(fd, 1)
-    finally:
-        os.close(fd)
-    os.unlink(fifo)
-    if data != b"0":
-        raise SystemFailure(f"cannot start container {ctr.id}: init exited before start",
-                            op="start", obj=ctr.id)
-    spec = ocispec.Spec(ctr.config)
-    if spec.hooks.poststart:
-        try:
-            hooks.run("poststart", spec.hooks.poststart, _state_json(ctr, state.RUNNING).encode())
-        except hooks.HookFailed:
-            # runtime-spec: a poststart failure is logged and the container keeps running
-            import sys
-
-            sys.stderr.write(f"warning: poststart hook failed for {ctr.id}\n")
-
-
-def kill(ctr: state.Container, sig: int, all_procs: bool = False) -> None:
-    status = ctr.status()
-    if status not in state.ALLOWED["kill"]:
-        raise InvalidState(f"container {ctr.id} is not running", op="kill", obj=ctr.id,
-                           state=status)
-    if all_procs and ctr.cgroup_paths:
-        from pallet.runtime.cgroups import Cgroup
-
-        cg = Cgroup.from_paths(ctr.cgroup_paths)
-        if sig == 9 and status == state.PAUSED:
-            pass
-        for pid in cg.pids():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        if status == state.PAUSED and sig == 9:
-            cg.thaw()
-        return
-    _signal_init(ctr, sig)
-
-
-def _signal_init(ctr: state.Container, sig: int) -> None:
-    """Signal init through a pidfd opened after re-checking its start time (no pid reuse)."""
-    from pallet.linux import pidfd, proc
-
-    try:
-        fd = os.pidfd_open(ctr.pid)
-    except ProcessLookupError:
-        raise InvalidState(f"container {ctr.id} is not running", op="kill", obj=ctr.id) from None
-    try:
-        started = ctr.data.get("pidStartTime")
-        if not isinstance(started, int) or not proc.alive(ctr.pid, started):
-            raise InvalidState(f"container {ctr.id} is not running", op="kill", obj=ctr.id)
-        pidfd.send_signal(fd, sig)
-    finally:
-        os.close(fd)
-
-
-def delete(ctr: state.Container, force: bool = False) -> None:
-    status = ctr.status()
-    if status != state.STOPPED:
-        if not force:
-            raise InvalidState(
-                f"cannot delete container {ctr.id} that is not stopped: {status}",
-                op="delete", obj=ctr.id, state=status,
-            )
-        _force_stop(ctr, status)
-    destroy(ctr)
-
-
-def _force_stop(ctr: state.Container, status: str) -> None:
-    from pallet.linux import proc
-
-    if ctr.cgroup_paths:
-        from pallet.runtime.cgroups import Cgroup
-
-        cg = Cgroup.from_paths(ctr.cgroup_paths)
-        for pid in cg.pids():
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        if status == state.PAUSED:
-            cg.thaw()
-    try:
-        _signal_init(ctr, 9)
-    except PalletError:
-        pass
-    # Wait for init to die (it may not be our child: poll its start time).
-    import time
-
-    started = ctr.data.get("pidStartTime")
-    deadline = time.monotonic() + 10
-    while isinstance(started, int) and proc.alive(ctr.pid, started):
-        try:
-            os.waitpid(ctr.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemFailure(f"container {ctr.id}: init did not die after SIGKILL",
-                                op="delete", obj=ctr.id)
-        time.sleep(0.001)
-
-
-def destroy(ctr: state.Container) -> None:
-    """Remove the cgroup and the state directory; run poststop hooks."""
-    if ctr.cgroup_paths:
-        from pallet.runtime.cgroups import Cgroup
-
-        Cgroup.from_paths(ctr.cgroup_paths).destroy()
-    state.remove_dir(ctr.dir)
-    spec = ocispec.Spec(ctr.config)
-    if spec.hooks.poststop:
-        st = ctr.oci_state()
-        st["status"] = state.STOPPED
-        try:
-            hooks.run("poststop", spec.hooks.poststop, jsonfast.dumps(st).encode())
-        except hooks.HookFailed as exc:
-            import sys
-
-            sys.stderr.write(f"warning: {exc}\n")
-
-
-def pause(ctr: state.Container) -> None:
-    ctr.require("pause")
-    _cgroup(ctr, "pause").freeze()
-
-
-def resume(ctr: state.Container) -> None:
-    ctr.require("resume")
-    _cgroup(ctr, "resume").thaw()
-
-
-def _cgroup(ctr: state.Container, op: str) -> Cgroup:
-    from pallet.runtime.cgroups import Cgroup
-
-    if not ctr.cgroup_paths:
-        raise InvalidState(f"container {ctr.id} has no cgroup", op=op, obj=ctr.id)
-    return Cgroup.from_paths(ctr.cgroup_paths)
-
-
-def wait_exit(pid: int) -> int:
-    """Wait for our child ``pid``; its exit code as a shell reports it (128+signal)."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 0
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        if os.WIFEXITED(status):
-            return os.WEXITSTATUS(status)
-
-
-__all__ = ["CreateOptions", "create", "delete", "destroy", "errno", "kill", "pause", "resume",
-           "start", "wait_exit"]

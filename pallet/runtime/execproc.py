@@ -346,7 +346,7 @@ def verb_exec(root: str, a: Args) -> int:
 
     if master >= 0:
         return ttyrelay.relay(master, pid)
-    from pallet.runtime.container import wait_exit
+    from pallet.runtime.lifecycle import wait_exit
 
     return wait_exit(pid)  # signals are forwarded since the fork
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from pallet.linux import prctl, sched
-from pallet.runtime import hooks, process, rootfs, sync
+from pallet.linux import sched
+from pallet.runtime import sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "time", "cgroup", "mount")
 class InitConfig:
     """What the parent hands to init across the fork (inherited memory, not a message)."""
 
-    __slots__ = ("cgroup_mounts", "channel", "console_fd", "fifo_fd", "no_pivot",
+    __slots__ = ("cgroup_mounts", "channel", "console_fd", "fifo_fd", "hooks", "no_pivot",
                  "preserve_fds", "rootfs", "seccomp", "spec", "state")
 
     def __init__(self, spec: Spec, rootfs_path: str, channel: sync.Channel, fifo_fd: int,
@@ -47,13 +47,21 @@ class InitConfig:
         self.preserve_fds = preserve_fds
         self.cgroup_mounts = cgroup_mounts
         self.state = b"{}"  # the OCI state for hooks, sent with GO once the pid is known
+        self.hooks = False  # whether the parent has prestart/createRuntime hooks to run
         self.seccomp: Prepared | None = None  # compiled before the fork, loaded in init
 
 
 def preload(spec: Spec) -> None:
-    """Import now what init needs after pivot_root, where the host's files are gone."""
+    """Import now what init needs after pivot_root, where the host's files are gone.
+
+    Runs in init itself, right after the clone: the imports overlap with the parent's
+    cgroup set-up instead of delaying the clone.
+    """
     import resource  # noqa: F401 - used by process.set_rlimits
     import select  # noqa: F401 - used by hooks with a timeout
+
+    from pallet.linux import prctl  # noqa: F401
+    from pallet.runtime import hooks, process, rootfs  # noqa: F401
 
     assert spec.process is not None
     if spec.process.terminal:
@@ -88,12 +96,31 @@ def _setup(cfg: InitConfig) -> None:
     lx = spec.linux
     ch = cfg.channel
     # Our own descriptors are close-on-exec; so is everything else above the preserved ones.
+    from pallet.linux import prctl
+
     prctl.cloexec_from(3 + cfg.preserve_fds)
     prctl.set_pdeathsig(9)
+    preload(spec)
+    from pallet.runtime import hooks, process, rootfs
 
-    go = ch.expect(sync.GO)
-    cfg.state = str(go.get("state", "{}")).encode()
     userns = lx.namespace("user")
+    cgroupns = lx.namespace("cgroup")
+    waited = False
+
+    def wait_go() -> None:
+        """GO: the parent has written our id maps and put us in the cgroup."""
+        nonlocal waited
+        if waited:
+            return
+        waited = True
+        go = ch.expect(sync.GO)
+        cfg.state = str(go.get("state", "{}")).encode()
+        cfg.hooks = bool(go.get("hooks"))
+        if cgroupns is not None and not cgroupns.path:
+            sched.unshare(sched.CLONE_NEWCGROUP)  # now, inside the container's cgroup
+
+    if userns is not None and not userns.path:
+        wait_go()  # nothing privileged works before the maps are written
     for kind in JOIN_ORDER:
         ns = lx.namespace(kind)
         if ns is not None and ns.path:
@@ -105,9 +132,6 @@ def _setup(cfg: InitConfig) -> None:
     if userns is not None:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    cgroupns = lx.namespace("cgroup")
-    if cgroupns is not None and not cgroupns.path:
-        sched.unshare(sched.CLONE_NEWCGROUP)  # now, inside the container's cgroup
     if spec.hostname:
         prctl.sethostname(spec.hostname)
     if spec.domainname:
@@ -115,10 +139,15 @@ def _setup(cfg: InitConfig) -> None:
 
     mountns = lx.namespace("mount")
     if mountns is not None and not mountns.path:
+        # The mounts go ahead while the parent makes the cgroup; a cgroup mount waits
+        # for it (the dirs it binds must exist, a cgroup namespace must see them).
         rootfs.prepare(spec, cfg.rootfs, in_userns=userns is not None,
-                       cgroup_mounts=cfg.cgroup_mounts, cgroupns=cgroupns is not None)
-    ch.send(sync.HOOKS)
-    ch.expect(sync.HOOKS_DONE)
+                       cgroup_mounts=cfg.cgroup_mounts, cgroupns=cgroupns is not None,
+                       before_cgroup=wait_go)
+    wait_go()
+    if cfg.hooks:
+        ch.send(sync.HOOKS)
+        ch.expect(sync.HOOKS_DONE)
     if spec.hooks.createContainer:
         hooks.run("createContainer", spec.hooks.createContainer, cfg.state)
     if mountns is not None and not mountns.path:

@@ -21,26 +21,43 @@ def secure_join(root: str, unsafe: str) -> str:
     Components that do not exist yet are appended as they are (after lexical
     clean-up), so the result can be created afterwards.
     """
-    root = os.path.abspath(root)
-    parts = [p for p in unsafe.split("/") if p]
+    return _walk(os.path.abspath(root), unsafe, None)
+
+
+def mkdir_all_in(root: str, unsafe: str, mode: int = 0o755) -> str:
+    """secure_join, creating the missing directories on the way (one pass, one lstat
+    per component)."""
+    return _walk(os.path.abspath(root), unsafe, mode)
+
+
+def _walk(root: str, unsafe: str, mkdir_mode: int | None) -> str:
+    parts = [p for p in unsafe.split("/") if p and p != "."]
+    parts.reverse()  # a stack: pop() takes the next component
     resolved: list[str] = []
+    cur = root
     links = 0
     while parts:
-        part = parts.pop(0)
+        part = parts.pop()
         if part == ".":
             continue
         if part == "..":
             if resolved:
                 resolved.pop()
+                cur = os.path.join(root, *resolved) if resolved else root
             continue
-        candidate = os.path.join(root, *resolved, part)
+        candidate = f"{cur}/{part}" if cur != "/" else f"/{part}"
         try:
             st = os.lstat(candidate)
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                resolved.append(part)
-                continue
-            raise
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise
+            if mkdir_mode is not None:
+                if exc.errno == errno.ENOTDIR:
+                    raise NotADirectoryError(errno.ENOTDIR, "not a directory", cur) from None
+                os.mkdir(candidate, mkdir_mode)
+            resolved.append(part)
+            cur = candidate
+            continue
         if stat.S_ISLNK(st.st_mode):
             links += 1
             if links > MAX_SYMLINKS:
@@ -48,26 +65,13 @@ def secure_join(root: str, unsafe: str) -> str:
             target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
-            parts = [p for p in target.split("/") if p] + parts
+                cur = root
+            parts.extend(reversed([p for p in target.split("/") if p]))
             continue
+        if mkdir_mode is not None and not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", candidate)
         resolved.append(part)
-    return os.path.join(root, *resolved) if resolved else root
-
-
-def mkdir_all_in(root: str, unsafe: str, mode: int = 0o755) -> str:
-    """secure_join, then create the missing directories one by one, re-resolving each."""
-    path = secure_join(root, unsafe)
-    rel = os.path.relpath(path, root)
-    cur = root
-    if rel == ".":
-        return root
-    for part in rel.split("/"):
-        cur = secure_join(root, os.path.join(os.path.relpath(cur, root), part))
-        try:
-            os.mkdir(cur, mode)
-        except FileExistsError:
-            if not os.path.isdir(cur):
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory", cur) from None
+        cur = candidate
     return cur
 
 

@@ -16,6 +16,8 @@ from pallet.runtime import mountopts, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pallet.oci.spec import Device, Mount, Spec
 
 # The devices every container gets (runtime-spec "Default Devices").
@@ -47,8 +49,13 @@ class RootfsError(Exception):
 
 
 def prepare(spec: Spec, rootfs: str, in_userns: bool,
-            cgroup_mounts: list[tuple[str, str, str, str]], cgroupns: bool) -> None:
-    """Everything before pivot_root: propagation, the rootfs bind and the spec's mounts."""
+            cgroup_mounts: list[tuple[str, str, str, str]], cgroupns: bool,
+            before_cgroup: Callable[[], None] | None = None) -> None:
+    """Everything before pivot_root: propagation, the rootfs bind and the spec's mounts.
+
+    ``before_cgroup`` is called once, before the first cgroup mount: the container's
+    cgroup must exist (and hold this process) by then.
+    """
     lx = spec.linux
     prop = lx.rootfs_propagation
     m.mount(None, "/", None, mountopts.PROPAGATION[prop] if prop else m.MS_REC | m.MS_SLAVE)
@@ -61,6 +68,9 @@ def prepare(spec: Spec, rootfs: str, in_userns: bool,
         where = f"mounts[{i}] ({mnt.destination})"
         try:
             if mnt.type == "cgroup" or mnt.type == "cgroup2":
+                if before_cgroup is not None:
+                    before_cgroup()
+                    before_cgroup = None
                 _mount_cgroup(rootfs, mnt, cgroup_mounts, cgroupns)
             else:
                 _mount_one(rootfs, mnt, in_userns, where)

@@ -52,7 +52,10 @@ class Channel:
     def send(self, kind: str, **fields: object) -> None:
         fields["type"] = kind
         data = jsonfast.dumps(fields).encode()
-        os.write(self.wfd, len(data).to_bytes(4, "big") + data)
+        try:
+            os.write(self.wfd, len(data).to_bytes(4, "big") + data)
+        except BrokenPipeError:
+            raise ProtocolError("peer closed the channel") from None
 
     def recv(self) -> dict[str, object]:
         size = int.from_bytes(self._read_exact(4), "big")
@@ -68,6 +71,14 @@ class Channel:
         if msg.get("type") != kind:
             raise ProtocolError(f"expected {kind!r}, got {msg.get('type')!r}")
         return msg
+
+    def pending_error(self) -> str:
+        """The message of an ERROR the peer sent before it went away, if any."""
+        try:
+            msg = self.recv()
+        except (ProtocolError, OSError, ValueError):
+            return ""
+        return str(msg.get("message", "")) if msg.get("type") == ERROR else ""
 
     def _read_exact(self, n: int) -> bytes:
         buf = b""

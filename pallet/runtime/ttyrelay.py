@@ -102,7 +102,7 @@ def relay(master: int, pid: int, stdin: int = 0, stdout: int = 1) -> int:
     """
     import termios
 
-    from pallet.runtime.container import wait_exit
+    from pallet.runtime.lifecycle import wait_exit
 
     stdin_tty = os.isatty(stdin)
     saved = termios.tcgetattr(stdin) if stdin_tty else None

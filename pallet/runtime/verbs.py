@@ -7,11 +7,12 @@ import sys
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.oci import jsonfast
-from pallet.runtime import container, state
+from pallet.runtime import lifecycle, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pallet.runtime.cli import Args
+    from pallet.runtime.container import CreateOptions
 
 
 def _out(text: str) -> None:
@@ -33,20 +34,24 @@ def verb_spec(root: str, a: Args) -> int:
     return 0
 
 
-def _create_opts(a: Args) -> container.CreateOptions:
+def _create_opts(a: Args) -> CreateOptions:
+    from pallet.runtime.container import CreateOptions
+
     preserve = a.int("preserve_fds")
     if preserve < 0:
         raise InvalidArgument("--preserve-fds must not be negative")
     listen = os.environ.get("LISTEN_FDS", "")
     if listen.isdigit():
         preserve += int(listen)
-    return container.CreateOptions(
+    return CreateOptions(
         bundle=a.str("bundle", "."), console_socket=a.str("console_socket"),
         pid_file=a.str("pid_file"), no_pivot=a.bool("no_pivot"), preserve_fds=preserve,
     )
 
 
 def verb_create(root: str, a: Args) -> int:
+    from pallet.runtime import container
+
     container.create(root, a.positional[0], _create_opts(a))
     return 0
 
@@ -55,7 +60,7 @@ def verb_start(root: str, a: Args) -> int:
     ctr = state.load(root, a.positional[0])
     lock = ctr.lock()
     try:
-        container.start(ctr)
+        lifecycle.start(ctr)
     finally:
         os.close(lock)
     return 0
@@ -65,6 +70,8 @@ def verb_run(root: str, a: Args) -> int:
     cid = a.positional[0]
     opts = _create_opts(a)
     opts.terminal_relay = not a.bool("detach")  # runc relays a terminal in the foreground
+    from pallet.runtime import container
+
     ctr, pid = container.create(root, cid, opts)
     master = -1
     try:
@@ -72,25 +79,25 @@ def verb_run(root: str, a: Args) -> int:
             from pallet.runtime import ttyrelay
 
             master = ttyrelay.recv_master(opts.relay_fd)
-        container.start(ctr)
+        lifecycle.start(ctr)
     except BaseException:
         if master >= 0:
             os.close(master)
-        container.delete(ctr, force=True)
+        lifecycle.delete(ctr, force=True)
         raise
     if a.bool("detach"):
         return 0
     if master >= 0:
         code = ttyrelay.relay(master, pid)
         if not a.bool("keep"):
-            container.delete(state.load(root, cid), force=True)
+            lifecycle.delete(state.load(root, cid), force=True)
         return code
     # Foreground: we are init's parent. Forward the signals a shell would send, wait,
     # then remove the container as runc does (unless --keep).
     forward_signals(pid)
-    code = container.wait_exit(pid)
+    code = lifecycle.wait_exit(pid)
     if not a.bool("keep"):
-        container.delete(state.load(root, cid), force=True)
+        lifecycle.delete(state.load(root, cid), force=True)
     return code
 
 
@@ -120,13 +127,11 @@ def forward_signals(pid: int) -> None:
 
 def verb_state(root: str, a: Args) -> int:
     ctr = state.load(root, a.positional[0])
-    import json
-
     st = ctr.oci_state()
     st["rootfs"] = ctr.data.get("rootfs", "")
     st["created"] = ctr.data.get("created", "")
     st["owner"] = ""
-    _out(json.dumps(st, indent=2) + "\n")
+    _out(jsonfast.dumps_indented(st) + "\n")
     return 0
 
 
@@ -139,7 +144,7 @@ def verb_kill(root: str, a: Args) -> int:
         sig = signals.parse(sig_text)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
-    container.kill(ctr, sig, all_procs=a.bool("all"))
+    lifecycle.kill(ctr, sig, all_procs=a.bool("all"))
     return 0
 
 
@@ -154,7 +159,7 @@ def verb_delete(root: str, a: Args) -> int:
             raise
         lock = ctr.lock()
         try:
-            container.delete(ctr, force=a.bool("force"))
+            lifecycle.delete(ctr, force=a.bool("force"))
         finally:
             os.close(lock)
     return code
@@ -194,12 +199,12 @@ def verb_list(root: str, a: Args) -> int:
 
 
 def verb_pause(root: str, a: Args) -> int:
-    container.pause(state.load(root, a.positional[0]))
+    lifecycle.pause(state.load(root, a.positional[0]))
     return 0
 
 
 def verb_resume(root: str, a: Args) -> int:
-    container.resume(state.load(root, a.positional[0]))
+    lifecycle.resume(state.load(root, a.positional[0]))
     return 0
 
 

@@ -22,6 +22,7 @@ HOT_MODULES = (
     "pallet.runtime.cli", "pallet.runtime.verbs", "pallet.runtime.container",
     "pallet.runtime.init", "pallet.runtime.rootfs", "pallet.runtime.process",
     "pallet.runtime.state", "pallet.runtime.cgroups", "pallet.runtime.hooks",
+    "pallet.runtime.lifecycle", "pallet.runtime.paths", "pallet.runtime.mountopts",
     "pallet.runtime.sync", "pallet.runtime.seccomp", "pallet.oci.spec",
     "pallet.oci.resources", "pallet.linux.proc", "pallet.linux.pidfd", "pallet.linux.signals",
 )

@@ -95,3 +95,13 @@ def test_import_does_not_pull_json_or_re() -> None:
             "print(sorted(m for m in ('json', 're', 'enum') if m in set(sys.modules) - before))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dumps_indented_matches_json() -> None:
+    import json
+
+    from pallet.oci import jsonfast
+
+    doc = {"ociVersion": "1.2.0", "id": "x", "pid": 7, "annotations": {"a": "b"}, "l": [1, {}],
+           "e": [], "n": None, "t": True}
+    assert jsonfast.dumps_indented(doc) == json.dumps(doc, indent=2)

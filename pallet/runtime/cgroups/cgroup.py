@@ -13,7 +13,7 @@ import os
 
 from pallet.errors import InvalidArgument, NotSupported
 
-from . import devices, fs, tree, v1, v2
+from . import fs, tree, v1
 from .layout import Hierarchy, Layout, clean_path, detect_layout, own_cgroup, parse_proc_cgroup
 
 TYPE_CHECKING = False
@@ -227,6 +227,8 @@ class Cgroup:
 
     def apply(self, resources: Resources) -> None:
         """Write ``resources``; fields left None are not touched (so update can reuse it)."""
+        from . import devices, v2  # where used: create and destroy stay lean
+
         r = resources
         cpu = r.cpu
         if cpu is not None and (cpu.cpus or cpu.mems):
@@ -304,6 +306,8 @@ class Cgroup:
             v1.apply_net_prio(d, net)
 
     def _apply_unified(self, files: dict[str, str]) -> None:
+        from . import v2  # where used: create and destroy stay lean
+
         d = self._dirs.get(UNIFIED)
         if d is None:
             raise NotSupported(
@@ -332,14 +336,20 @@ class Cgroup:
         raise self._missing("freezer", "freezer (pause)")
 
     def freeze(self) -> None:
+        from . import v2  # where used: create and destroy stay lean
+
         kind, d = self._freezer()
         (v1.freeze if kind == "v1" else v2.freeze)(d)
 
     def thaw(self) -> None:
+        from . import v2  # where used: create and destroy stay lean
+
         kind, d = self._freezer()
         (v1.thaw if kind == "v1" else v2.thaw)(d)
 
     def frozen(self) -> bool:
+        from . import v2  # where used: create and destroy stay lean
+
         kind, d = self._freezer()
         return (v1.frozen if kind == "v1" else v2.frozen)(d)
 
