@@ -100,6 +100,11 @@ def _setup(cfg: InitConfig) -> None:
 
     prctl.cloexec_from(3 + cfg.preserve_fds)
     prctl.set_pdeathsig(9)
+    # Until execve this process is the host's Python interpreter: keep a process in the
+    # container (an exec into a created container) from opening /proc/1/exe and
+    # writing through it once we are gone (the class of runc's CVE-2019-5736). execve
+    # makes the user's program dumpable again.
+    prctl.set_dumpable(False)
     preload(spec)
     from pallet.runtime import hooks, process, rootfs
 
@@ -185,11 +190,12 @@ def _setup(cfg: InitConfig) -> None:
     # Block until `start` opens the fifo for reading. Reopen through /proc: the fifo is
     # on the host, outside the new root.
     fifo = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fifo, b"0")
-    os.close(fifo)
     os.close(cfg.fifo_fd)
     if spec.hooks.startContainer:
         hooks.run("startContainer", spec.hooks.startContainer, cfg.state)
+    # Only now: `start` runs poststart hooks once it reads this (after startContainer).
+    os.write(fifo, b"0")
+    os.close(fifo)
     if cfg.seccomp is not None and proc.no_new_privileges:
         _load_seccomp(cfg)
     process.execve(path, proc)
