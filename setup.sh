@@ -8,16 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 here=$(pwd)
 
-PACKAGES="python3 python3-venv busybox-static libseccomp2 iptables"
-missing=""
-for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "==> installing Debian packages:$missing"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
-fi
+scripts/apt-ensure python3 python3-venv busybox-static libseccomp2 iptables
 
 if [ ! -x .venv/bin/python ]; then
     echo "==> making .venv"
