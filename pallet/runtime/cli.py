@@ -170,28 +170,33 @@ def parse_flags(argv: list[str], flags: dict[str, tuple[str, str]], out: Args,
     return []
 
 
-def _log_error(g: Args, msg: str) -> None:
+def _log(g: Args, level: str, msg: str) -> None:
+    """One log line as runc writes it: to --log if given (text or json), else stderr."""
     import time
+
+    from pallet.oci import jsonfast
 
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if g.str("log_format") == "json":
-        from pallet.oci import jsonfast
-
-        line = jsonfast.dumps({"level": "error", "msg": msg, "time": now}) + "\n"
+        line = jsonfast.dumps({"level": level, "msg": msg, "time": now}) + "\n"
     else:
-        from pallet.oci import jsonfast
-
-        line = f'time="{now}" level=error msg={jsonfast.dumps(msg)}\n'
+        line = f'time="{now}" level={level} msg={jsonfast.dumps(msg)}\n'
     log = g.str("log")
     if log:
         try:
             fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.write(fd, line.encode())
-            os.close(fd)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
             return
         except OSError:
             pass
     sys.stderr.write(line)
+
+
+def _log_error(g: Args, msg: str) -> None:
+    _log(g, "error", msg)
 
 
 def _usage(verb: str | None = None) -> str:
@@ -240,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 if lo else f'"{verb}" takes no arguments'
             )
         root = g.str("root") or _default_root()
+        if g.bool("debug"):
+            _log(g, "debug", f"pallet-runtime {VERSION}: {verb} {' '.join(rest)} (root {root})")
         handler: Callable[[str, Args], int] = getattr(_verbs(), "verb_" + verb)
         return handler(root, a)
     except PalletError as exc:

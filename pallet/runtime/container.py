@@ -1,8 +1,7 @@
-"""The verbs of the runtime: create, start, run, kill, delete, pause, resume.
+"""Creating a container: validate the bundle, reserve the id, clone init, make its cgroup.
 
-Each verb loads the container, refreshes its status and checks the transition table in
-``state`` before acting. create is the only verb that forks: see ``sync`` for the
-parent <-> init protocol.
+create is the only verb that forks; ``sync`` draws the parent <-> init protocol. The
+verbs that follow (start, kill, delete, ...) live in ``lifecycle``.
 """
 
 from __future__ import annotations
@@ -93,7 +92,9 @@ def create(root: str, cid: str, opts: CreateOptions) -> tuple[state.Container, i
 
         cg = Cgroup.open(spec.linux.cgroups_path, cid)  # resolved now, made after the clone
         ctr.data["cgroupPaths"] = cg.paths()
-        os.mkfifo(os.path.join(ctr.dir, state.EXEC_FIFO), 0o622)
+        fifo = os.path.join(ctr.dir, state.EXEC_FIFO)
+        os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # not umask's 0600: init may be a mapped (non-root) uid
         pid = _spawn(ctr, spec, rootfs, cg, opts)
     except BaseException:
         if opts.relay_fd >= 0:
