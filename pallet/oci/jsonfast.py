@@ -61,6 +61,17 @@ def loads(text: str | bytes) -> Any:
         raise JSONError("expecting a value", exc.value) from None
     except ValueError as exc:  # json.decoder.JSONDecodeError (imported lazily by _json)
         raise JSONError(getattr(exc, "msg", str(exc)), getattr(exc, "pos", idx)) from None
+    except SystemError:
+        # _json raises its errors as json.decoder.JSONDecodeError, which it only finds in
+        # sys.modules: without json.decoder it returns NULL with no exception set. Only
+        # malformed input gets here: import it (a cold path) and parse again for the error.
+        import sys
+
+        if "json.decoder" in sys.modules:
+            raise
+        import json.decoder  # noqa: F401
+
+        return loads(text)
     while end < n and text[end] in _WS:
         end += 1
     if end != n:

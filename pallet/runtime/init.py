@@ -192,7 +192,12 @@ def _setup(cfg: InitConfig) -> None:
     fifo = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.close(cfg.fifo_fd)
     if spec.hooks.startContainer:
-        hooks.run("startContainer", spec.hooks.startContainer, cfg.state)
+        try:
+            hooks.run("startContainer", spec.hooks.startContainer, cfg.state)
+        except hooks.HookFailed as exc:
+            # The channel is closed: the fifo carries the reason to `start` instead.
+            os.write(fifo, b"E" + str(exc).encode()[:4000])
+            raise
     # Only now: `start` runs poststart hooks once it reads this (after startContainer).
     os.write(fifo, b"0")
     os.close(fifo)

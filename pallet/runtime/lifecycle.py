@@ -38,18 +38,21 @@ def start(ctr: state.Container) -> None:
     ctr.require("start")
     fifo = os.path.join(ctr.dir, state.EXEC_FIFO)
     try:
-        fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC)
+        # Non-blocking: if init died before opening its end, a blocking open never returns.
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InvalidState(f"cannot start container {ctr.id}: already started", op="start",
                            obj=ctr.id) from None
     try:
-        data = os.read(fd, 1)
+        data = _await_exec_fifo(ctr, fd)
     finally:
         os.close(fd)
     os.unlink(fifo)
     if data != b"0":
-        raise SystemFailure(f"cannot start container {ctr.id}: init exited before start",
-                            op="start", obj=ctr.id)
+        reason = data[1:].decode(errors="replace") if data[:1] == b"E" else \
+            "init exited before start"
+        raise SystemFailure(f"cannot start container {ctr.id}: {reason}", op="start",
+                            obj=ctr.id)
     poststart = _hooks(ctr, "poststart")
     if poststart:
         from pallet.runtime import hooks
@@ -61,6 +64,24 @@ def start(ctr: state.Container) -> None:
             import sys
 
             sys.stderr.write(f"warning: poststart hook failed for {ctr.id}\n")
+
+
+def _await_exec_fifo(ctr: state.Container, fd: int) -> bytes:
+    """init's b"0" once it is about to exec, b"E<reason>", or b"" if it died first."""
+    import select
+
+    from pallet.linux import proc
+
+    started = ctr.data.get("pidStartTime")
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                return os.read(fd, 4096)  # b"0", or b"E" and why init gave up
+            except BlockingIOError:
+                continue
+        if not isinstance(started, int) or not proc.alive(ctr.pid, started):
+            return b""
 
 
 def kill(ctr: state.Container, sig: int, all_procs: bool = False) -> None:

@@ -55,7 +55,7 @@ def docker() -> Iterator[Docker]:
         "dockerd", "--host", f"unix://{sock}", "--data-root", os.path.join(data, "root"),
         "--exec-root", run, "--pidfile", f"{run}.pid", "--iptables=false",
         "--ip6tables=false", "--bridge=none", "--ip-forward=false", "--ip-masq=false",
-        "--cgroup-parent", CGROUP_PARENT, "--add-runtime", f"pallet={launcher[0]}",
+        "--cgroup-parent", "/" + CGROUP_PARENT, "--add-runtime", f"pallet={launcher[0]}",
     ], stdout=log, stderr=subprocess.STDOUT)
     d = Docker(sock)
     try:

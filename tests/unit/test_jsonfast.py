@@ -88,6 +88,17 @@ def test_dumps_keeps_insertion_order_and_stringifies_keys() -> None:
         json.dumps({1: "x", None: "y", False: "z", 2.5: "f"}, separators=(",", ":"))
 
 
+def test_errors_without_the_json_module_loaded() -> None:
+    # _json finds JSONDecodeError only in sys.modules: a fresh process must still get
+    # a JSONError (not a SystemError) for every kind of malformed input.
+    code = ("import sys; import pallet.oci.jsonfast as j\n"
+            "for t in ['{\"a\" 1}', '{\"a\": 1', '[1,]', '\"open', '']:\n"
+            "    try:\n        j.loads(t)\n"
+            "    except j.JSONError as e:\n        print(e.pos)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["5", "7", "3", "0", "0"]
+
+
 def test_import_does_not_pull_json_or_re() -> None:
     # site may import re itself: compare what using jsonfast adds.
     code = ("import sys; before = set(sys.modules); import pallet.oci.jsonfast as j; "
