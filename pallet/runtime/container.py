@@ -170,6 +170,10 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
         from pallet.runtime import seccomp
 
         cfg.seccomp = seccomp.prepare(lx.seccomp)
+    if any(mnt.uid_mappings for mnt in spec.mounts):
+        from pallet.runtime import rootfs as rootfs_setup
+
+        cfg.idmapped = rootfs_setup.prepare_idmapped(spec)
     pid = sched.clone_fork(flags)
     if pid == 0:
         parent.close()
@@ -180,6 +184,8 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
         cfg.seccomp.filter.release()  # init has its own copy
     if console_fd >= 0:
         os.close(console_fd)
+    for tree in cfg.idmapped.values():
+        os.close(tree)  # init holds its own copies
     try:
         _parent_side(ctr, spec, cg, pid, parent)
     except BaseException:

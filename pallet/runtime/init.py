@@ -32,8 +32,8 @@ JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "time", "cgroup", "mount")
 class InitConfig:
     """What the parent hands to init across the fork (inherited memory, not a message)."""
 
-    __slots__ = ("cgroup_mounts", "channel", "console_fd", "fifo_fd", "hooks", "no_pivot",
-                 "preserve_fds", "rootfs", "seccomp", "spec", "state")
+    __slots__ = ("cgroup_mounts", "channel", "console_fd", "fifo_fd", "hooks", "idmapped",
+                 "no_pivot", "preserve_fds", "rootfs", "seccomp", "spec", "state")
 
     def __init__(self, spec: Spec, rootfs_path: str, channel: sync.Channel, fifo_fd: int,
                  console_fd: int, no_pivot: bool, preserve_fds: int,
@@ -48,6 +48,7 @@ class InitConfig:
         self.cgroup_mounts = cgroup_mounts
         self.state = b"{}"  # the OCI state for hooks, sent with GO once the pid is known
         self.hooks = False  # whether the parent has prestart/createRuntime hooks to run
+        self.idmapped: dict[int, int] = {}  # mount index -> detached id-mapped tree
         self.seccomp: Prepared | None = None  # compiled before the fork, loaded in init
 
 
@@ -148,7 +149,7 @@ def _setup(cfg: InitConfig) -> None:
         # for it (the dirs it binds must exist, a cgroup namespace must see them).
         rootfs.prepare(spec, cfg.rootfs, in_userns=userns is not None,
                        cgroup_mounts=cfg.cgroup_mounts, cgroupns=cgroupns is not None,
-                       before_cgroup=wait_go)
+                       before_cgroup=wait_go, idmapped=cfg.idmapped)
     wait_go()
     if cfg.hooks:
         ch.send(sync.HOOKS)

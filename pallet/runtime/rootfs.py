@@ -17,6 +17,7 @@ from pallet.runtime import mountopts, paths
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import ModuleType
 
     from pallet.oci.spec import Device, Mount, Spec
 
@@ -50,11 +51,13 @@ class RootfsError(Exception):
 
 def prepare(spec: Spec, rootfs: str, in_userns: bool,
             cgroup_mounts: list[tuple[str, str, str, str]], cgroupns: bool,
-            before_cgroup: Callable[[], None] | None = None) -> None:
+            before_cgroup: Callable[[], None] | None = None,
+            idmapped: dict[int, int] | None = None) -> None:
     """Everything before pivot_root: propagation, the rootfs bind and the spec's mounts.
 
     ``before_cgroup`` is called once, before the first cgroup mount: the container's
-    cgroup must exist (and hold this process) by then.
+    cgroup must exist (and hold this process) by then. ``idmapped`` maps a mount's index
+    to the detached, id-mapped tree ``prepare_idmapped`` made for it.
     """
     lx = spec.linux
     prop = lx.rootfs_propagation
@@ -73,7 +76,7 @@ def prepare(spec: Spec, rootfs: str, in_userns: bool,
                     before_cgroup = None
                 _mount_cgroup(rootfs, mnt, cgroup_mounts, cgroupns)
             else:
-                _mount_one(rootfs, mnt, in_userns, where)
+                _mount_one(rootfs, mnt, in_userns, where, (idmapped or {}).get(i))
         except OSError as exc:
             raise RootfsError(f"{where}: {_describe(exc)}") from exc
         if mnt.destination.rstrip("/") == "/dev":
@@ -109,7 +112,8 @@ def _is_bind_dev(spec: Spec) -> bool:
     return False
 
 
-def _mount_one(rootfs: str, mnt: Mount, in_userns: bool, where: str) -> None:
+def _mount_one(rootfs: str, mnt: Mount, in_userns: bool, where: str,
+               idmapped_tree: int | None = None) -> None:
     opts = mountopts.parse(mnt.options, where)
     is_bind = opts.is_bind or mnt.type == "bind"
     if is_bind:
@@ -120,9 +124,8 @@ def _mount_one(rootfs: str, mnt: Mount, in_userns: bool, where: str) -> None:
             dest = paths.mkdir_all_in(rootfs, mnt.destination)
         else:
             dest = paths.create_file_in(rootfs, mnt.destination)
-        if mnt.uid_mappings:
-            _idmapped_bind(src, dest, mnt, recursive=bool(opts.flags & m.MS_REC),
-                           rid="ridmap" in opts.extensions)
+        if idmapped_tree is not None:
+            m.move_mount(idmapped_tree, dest)
         else:
             m.mount(src, dest, None, m.MS_BIND | (opts.flags & m.MS_REC))
         extra = opts.flags & ~(m.MS_BIND | m.MS_REC | m.MS_REMOUNT)
@@ -192,14 +195,43 @@ def _tmpfs_copyup(dest: str, flags: int, data: str) -> None:
         os.rmdir(staging)
 
 
-def _idmapped_bind(src: str, dest: str, mnt: Mount, recursive: bool, rid: bool) -> None:
-    """A bind mount with its own id mapping (mount_setattr MOUNT_ATTR_IDMAP, Linux 5.12)."""
+def prepare_idmapped(spec: Spec) -> dict[int, int]:
+    """Detached id-mapped trees for the mounts with uid/gidMappings, by mount index.
+
+    Made by the runtime before the clone: describing a mapping takes a helper process in
+    a user namespace, and only outside the container's pid namespace does /proc name
+    that helper by its pid. init attaches each tree where it belongs (move_mount).
+    """
     from pallet.runtime import userns
 
-    fd = m.open_tree(src, m.OPEN_TREE_CLONE | m.OPEN_TREE_CLOEXEC
-                     | (m.AT_RECURSIVE if recursive else 0))
+    trees: dict[int, int] = {}
     try:
-        nsfd = userns.mapped_namespace_fd(mnt.uid_mappings, mnt.gid_mappings)
+        for i, mnt in enumerate(spec.mounts):
+            if not mnt.uid_mappings:
+                continue
+            opts = mountopts.parse(mnt.options, f"mounts[{i}]")
+            if not (opts.is_bind or mnt.type == "bind"):
+                raise InvalidArgument(f"mounts[{i}]: uidMappings need a bind mount")
+            trees[i] = _idmapped_tree(mnt, recursive=bool(opts.flags & m.MS_REC),
+                                      rid="ridmap" in opts.extensions, mapper=userns)
+    except BaseException:
+        for fd in trees.values():
+            os.close(fd)
+        raise
+    return trees
+
+
+def _idmapped_tree(mnt: Mount, recursive: bool, rid: bool, mapper: ModuleType) -> int:
+    """A bind mount with its own id mapping (mount_setattr MOUNT_ATTR_IDMAP, Linux 5.12)."""
+    src = mnt.source
+    try:
+        fd = m.open_tree(src, m.OPEN_TREE_CLONE | m.OPEN_TREE_CLOEXEC
+                         | (m.AT_RECURSIVE if recursive else 0))
+    except FileNotFoundError:
+        raise InvalidArgument(f"mount {mnt.destination}: bind source {src} does not exist") \
+            from None
+    try:
+        nsfd = mapper.mapped_namespace_fd(mnt.uid_mappings, mnt.gid_mappings)
         try:
             m.mount_setattr_idmap(fd, nsfd, recursive=rid)
         except OSError as exc:
@@ -210,9 +242,10 @@ def _idmapped_bind(src: str, dest: str, mnt: Mount, recursive: bool, rid: bool) 
             raise
         finally:
             os.close(nsfd)
-        m.move_mount(fd, dest)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def _mount_cgroup(rootfs: str, mnt: Mount, cgroup_mounts: list[tuple[str, str, str, str]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 TYPE_CHECKING = False
@@ -22,26 +23,36 @@ def write_maps(pid: int, uid_map: list[IDMapping], gid_map: list[IDMapping]) -> 
 
 
 def mapped_namespace_fd(uid_map: list[IDMapping], gid_map: list[IDMapping]) -> int:
-    """An fd of a fresh user namespace with these maps (for idmapped mounts)."""
+    """An fd of a fresh user namespace with these maps (for idmapped mounts).
+
+    A helper child enters a new user namespace and holds it until we have its maps
+    written and its namespace opened. Must run in the host's pid namespace (it names the
+    helper in /proc by pid).
+    """
     from pallet.linux import sched
 
-    r, w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
-    if pid == 0:  # child: enter a new user namespace and wait to be killed
+    if pid == 0:  # the helper: unshare, say so, wait until released
+        code = 1
         try:
-            os.close(w)
+            os.close(go_r)
+            os.close(done_w)
             sched.unshare(sched.CLONE_NEWUSER)
-            os.read(r, 1)
+            os.write(go_w, b"1")
+            os.read(done_r, 1)
+            code = 0
         finally:
-            os._exit(0)
-    os.close(r)
+            os._exit(code)
+    os.close(go_w)
+    os.close(done_r)
     try:
-        # the child may not have unshared yet: wait until its user ns differs from ours
-        mine = os.stat("/proc/self/ns/user").st_ino
-        while os.stat(f"/proc/{pid}/ns/user").st_ino == mine:
-            os.sched_yield()
+        if os.read(go_r, 1) != b"1":
+            raise OSError(errno.EPERM, "could not create a user namespace for an id mapping")
         write_maps(pid, uid_map, gid_map)
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
-        os.close(w)
+        os.close(go_r)
+        os.close(done_w)
         os.waitpid(pid, 0)

@@ -1,0 +1,152 @@
+"""Process and platform attributes seen from inside: terminal over the console socket,
+I/O priority, scheduler, personality, time namespace offsets, id-mapped mounts and
+security labels the host cannot apply."""
+
+from __future__ import annotations
+
+import array
+import os
+import select
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.leftovers import leftovers
+from tests.support.runtime import Bundle, Runtime
+
+pytestmark = pytest.mark.root
+
+
+def run_sh(rt: Runtime, bundle: Bundle, script: str) -> str:
+    bundle.process["args"] = ["sh", "-c", script]
+    bundle.write()
+    proc = rt("run", "--bundle", bundle.path, rt.new_id(), check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def console_socket() -> Iterator[tuple[str, socket.socket]]:
+    d = tempfile.mkdtemp(prefix="pallet-test-console-")
+    path = os.path.join(d, "console.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    yield path, srv
+    srv.close()
+    shutil.rmtree(d)
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 10) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_init_terminal_over_the_console_socket(
+    rt: Runtime, bundle: Bundle, console_socket: tuple[str, socket.socket]
+) -> None:
+    path, srv = console_socket
+    bundle.process["terminal"] = True
+    bundle.process["consoleSize"] = {"height": 33, "width": 111}
+    bundle.process["args"] = ["sh", "-c", "tty; stty size; grep -c ' /dev/console ' "
+                              "/proc/self/mountinfo; read line; echo got $line"]
+    bundle.write()
+    cid = rt.new_id()
+    rt("create", "--bundle", bundle.path, "--console-socket", path, cid)
+    conn, _ = srv.accept()
+    with conn:
+        msg, anc, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(4))
+        fds = array.array("i")
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    assert msg.startswith(b"/dev/pts/") and len(fds) == 1
+    master = fds[0]
+    try:
+        rt("start", cid)
+        out = _read_until(master, b"1\r\n")
+        assert b"/dev/pts/0\r\n" in out
+        assert b"33 111\r\n" in out  # consoleSize
+        assert out.endswith(b"1\r\n")  # the pty is bind-mounted on /dev/console
+        os.write(master, b"ping\n")
+        assert b"got ping" in _read_until(master, b"got ping")
+    finally:
+        os.close(master)
+
+
+def test_io_priority_and_scheduler(rt: Runtime, bundle: Bundle) -> None:
+    bundle.process["ioPriority"] = {"class": "IOPRIO_CLASS_IDLE", "priority": 0}
+    bundle.process["scheduler"] = {"policy": "SCHED_BATCH", "nice": 7}
+    out = run_sh(rt, bundle, "ionice -p $$; grep -E '^policy' /proc/self/sched; "
+                             "cut -d' ' -f19 /proc/self/stat")
+    lines = out.split("\n")
+    assert lines[0].lower().startswith("idle")
+    assert lines[1].split()[-1] == "3"  # SCHED_BATCH
+    assert lines[2] == "7"  # nice
+
+
+def test_personality_linux32(rt: Runtime, bundle: Bundle) -> None:
+    bundle.linux["personality"] = {"domain": "LINUX32"}
+    assert run_sh(rt, bundle, "uname -m").strip() in ("i686", "i386", "armv8l")
+
+
+def test_time_namespace_offsets(rt: Runtime, bundle: Bundle) -> None:
+    day = 86400
+    bundle.linux["namespaces"].append({"type": "time"})
+    bundle.linux["timeOffsets"] = {"boottime": {"secs": 10 * day, "nanosecs": 0},
+                                   "monotonic": {"secs": 10 * day, "nanosecs": 0}}
+    with open("/proc/uptime") as f:
+        host_uptime = float(f.read().split()[0])
+    inside = float(run_sh(rt, bundle, "cat /proc/uptime").split()[0])
+    assert 10 * day <= inside - host_uptime < 10 * day + 60
+
+
+def test_idmapped_bind_mount(rt: Runtime, bundle: Bundle) -> None:
+    """As runc: the mapping says the source's id N shows as hostID+N through the mount."""
+    src = tempfile.mkdtemp(prefix="pallet-test-idmap-")
+    os.chmod(src, 0o755)  # the dir shows as an unmapped owner through the mount
+    try:
+        path = os.path.join(src, "owned")
+        with open(path, "w") as f:
+            f.write("x")
+        os.chown(path, 0, 0)
+        bundle.config["mounts"].append({
+            "destination": "/mapped", "type": "bind", "source": src,
+            "options": ["bind", "idmap"],
+            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 1}],
+        })
+        out = run_sh(rt, bundle, "stat -c '%u:%g' /mapped/owned /")
+        assert out.split() == ["1000:2000", "0:0"]  # only the mount is mapped
+        assert os.stat(path).st_uid == 0  # the host's view is unchanged
+    finally:
+        shutil.rmtree(src)
+
+
+def test_apparmor_profile_without_apparmor_is_a_clear_error(rt: Runtime, bundle: Bundle,
+                                                             tmp_path: str) -> None:
+    if os.path.isdir("/sys/kernel/security/apparmor"):
+        pytest.skip("this host has AppArmor: the profile would be applied")
+    bundle.process["apparmorProfile"] = "docker-default"
+    bundle.write()
+    cid = rt.new_id()
+    proc = rt("create", "--bundle", bundle.path, cid, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.count("level=error") == 1
+    assert "AppArmor is not enabled on this host" in proc.stderr
+    assert leftovers(rt.root, cid, bundle.path) == {}
