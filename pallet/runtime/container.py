@@ -92,6 +92,9 @@ def create(root: str, cid: str, opts: CreateOptions) -> tuple[state.Container, i
 
         cg = Cgroup.open(spec.linux.cgroups_path, cid)  # resolved now, made after the clone
         ctr.data["cgroupPaths"] = cg.paths()
+        # Saved before anything is made: if this process dies mid-create (SIGKILL), init
+        # dies with it (pdeathsig) and `delete --force` finds what to remove.
+        ctr.save()
         fifo = os.path.join(ctr.dir, state.EXEC_FIFO)
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # not umask's 0600: init may be a mapped (non-root) uid
