@@ -23,16 +23,18 @@ class CreateOptions:
     """How to create. ``terminal_relay``: a terminal without a console socket is allowed,
     its master comes back on ``relay_fd`` (set by create) for the caller to relay."""
 
-    __slots__ = ("bundle", "console_socket", "no_pivot", "pid_file", "preserve_fds",
+    __slots__ = ("bundle", "console_socket", "no_new_keyring", "no_pivot", "pid_file",
+                 "preserve_fds",
                  "relay_fd", "terminal_relay")
 
     def __init__(self, bundle: str = ".", console_socket: str = "", pid_file: str = "",
-                 no_pivot: bool = False, preserve_fds: int = 0,
+                 no_pivot: bool = False, preserve_fds: int = 0, no_new_keyring: bool = False,
                  terminal_relay: bool = False) -> None:
         self.bundle = bundle
         self.console_socket = console_socket
         self.pid_file = pid_file
         self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
         self.terminal_relay = terminal_relay
         self.relay_fd = -1
@@ -169,6 +171,8 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
     parent, child = sync.pair()
     cfg = init.InitConfig(spec, rootfs, child, fifo_fd, console_fd, opts.no_pivot,
                           opts.preserve_fds, cg.mounts())
+    if not opts.no_new_keyring:
+        cfg.keyring = f"_ses.{ctr.id}"  # runc's name: exec'd processes join the same
     if lx.seccomp is not None:
         from pallet.runtime import seccomp
 

@@ -44,7 +44,7 @@ from pallet.errors import (
     PalletError,
     SystemFailure,
 )
-from pallet.linux import prctl, proc, sched
+from pallet.linux import keys, prctl, proc, sched
 from pallet.oci import spec as ocispec
 from pallet.runtime import process, state
 
@@ -235,7 +235,7 @@ def sub_cgroup_paths(paths: dict[str, str], args: list[str]) -> dict[str, str]:
 class Plan:
     """What the child needs, handed over in the fork's copy of memory."""
 
-    __slots__ = ("console_fd", "err_w", "go_r", "ns_fds", "preserve_fds", "proc",
+    __slots__ = ("console_fd", "err_w", "go_r", "keyring", "ns_fds", "preserve_fds", "proc",
                  "seccomp", "seccomp_early", "sigmask", "userns")
 
     def __init__(self, proc: ocispec.Process, ns_fds: list[tuple[int, int]],
@@ -253,6 +253,7 @@ class Plan:
         self.go_r = go_r
         self.err_w = err_w
         self.sigmask: set[int] | None = None  # to restore, if the parent blocked signals
+        self.keyring = ""  # the container's session keyring, joined as init joined it
 
 
 def verb_exec(root: str, a: Args) -> int:
@@ -314,7 +315,7 @@ def verb_exec(root: str, a: Args) -> int:
         import signal  # noqa: F401 - _child_setup
 
         pid = _spawn(proc_spec, ns_fds, parent_ns, preserve, console_fd, filt, cg_paths,
-                     forward_signals=not detach)
+                     forward_signals=not detach, keyring=f"_ses.{ctr.id}")
     except BaseException:
         if relay_fd >= 0:
             os.close(relay_fd)
@@ -422,7 +423,8 @@ def _compile_seccomp(obj: dict[str, object]) -> Filter | None:
 
 def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
            parent_ns: list[tuple[int, int]], preserve: int, console_fd: int,
-           filt: Filter | None, cg_paths: dict[str, str], forward_signals: bool) -> int:
+           filt: Filter | None, cg_paths: dict[str, str], forward_signals: bool,
+           keyring: str = "") -> int:
     """Fork the child into the container; returns its pid once it has exec'd.
 
     With ``forward_signals`` the signals a foreground runtime passes on are blocked
@@ -436,6 +438,7 @@ def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     plan = Plan(proc_spec, ns_fds, preserve, console_fd, filt, go_r, err_w)
+    plan.keyring = keyring
     forwarded = {getattr(signal, name) for name in (*ttyrelay.FORWARDED, "SIGWINCH")}
     try:
         prctl.set_dumpable(False)
@@ -561,6 +564,8 @@ def _child_setup(plan: Plan) -> None:
     if os.read(plan.go_r, 1) != GO:
         os._exit(1)  # the parent failed and reports why
     os.close(plan.go_r)
+    if plan.keyring:
+        keys.join_session_keyring(plan.keyring)
     if p.terminal:
         _setup_console(plan.console_fd, p)
     process.set_rlimits(p)

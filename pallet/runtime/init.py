@@ -33,7 +33,7 @@ class InitConfig:
     """What the parent hands to init across the fork (inherited memory, not a message)."""
 
     __slots__ = ("cgroup_mounts", "channel", "console_fd", "fifo_fd", "hooks", "idmapped",
-                 "no_pivot", "preserve_fds", "rootfs", "seccomp", "spec", "state")
+                 "keyring", "no_pivot", "preserve_fds", "rootfs", "seccomp", "spec", "state")
 
     def __init__(self, spec: Spec, rootfs_path: str, channel: sync.Channel, fifo_fd: int,
                  console_fd: int, no_pivot: bool, preserve_fds: int,
@@ -49,19 +49,21 @@ class InitConfig:
         self.state = b"{}"  # the OCI state for hooks, sent with GO once the pid is known
         self.hooks = False  # whether the parent has prestart/createRuntime hooks to run
         self.idmapped: dict[int, int] = {}  # mount index -> detached id-mapped tree
+        self.keyring = ""  # the session keyring to join ("" with --no-new-keyring)
         self.seccomp: Prepared | None = None  # compiled before the fork, loaded in init
 
 
 def preload(spec: Spec) -> None:
     """Import now what init needs after pivot_root, where the host's files are gone.
 
-    Runs in init itself, right after the clone: the imports overlap with the parent's
-    cgroup set-up instead of delaying the clone.
+    The runtime calls it before the clone (init inherits the modules; importing in the
+    child measured no faster and pays copy-on-write faults); init calls it again as a
+    cheap guarantee.
     """
     import resource  # noqa: F401 - used by process.set_rlimits
     import select  # noqa: F401 - used by hooks with a timeout
 
-    from pallet.linux import prctl  # noqa: F401
+    from pallet.linux import keys, prctl  # noqa: F401
     from pallet.runtime import hooks, process, rootfs  # noqa: F401
 
     assert spec.process is not None
@@ -138,6 +140,11 @@ def _setup(cfg: InitConfig) -> None:
     if userns is not None:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+    if cfg.keyring:
+        # Not the caller's session keyring: the host's keys stay out of the container.
+        from pallet.linux import keys
+
+        keys.join_session_keyring(cfg.keyring)
     if spec.hostname:
         prctl.sethostname(spec.hostname)
     if spec.domainname:

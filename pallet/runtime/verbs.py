@@ -46,6 +46,7 @@ def _create_opts(a: Args) -> CreateOptions:
     return CreateOptions(
         bundle=a.str("bundle", "."), console_socket=a.str("console_socket"),
         pid_file=a.str("pid_file"), no_pivot=a.bool("no_pivot"), preserve_fds=preserve,
+        no_new_keyring=a.bool("no_new_keyring"),
     )
 
 

@@ -150,3 +150,24 @@ def test_apparmor_profile_without_apparmor_is_a_clear_error(rt: Runtime, bundle:
     assert proc.stderr.count("level=error") == 1
     assert "AppArmor is not enabled on this host" in proc.stderr
     assert leftovers(rt.root, cid, bundle.path) == {}
+
+
+def test_new_session_keyring_unless_no_new_keyring(rt: Runtime, bundle: Bundle) -> None:
+    bundle.linux["maskedPaths"] = []  # /proc/keys is masked by default
+    bundle.process["args"] = ["sh", "-c", "grep -o '_ses[^ ]*' /proc/keys || true"]
+    bundle.write()
+    cid = rt.new_id()
+    assert f"_ses.{cid}:" in rt("run", "--bundle", bundle.path, cid).stdout.split()
+    other = rt.new_id()
+    inherited = rt("run", "--no-new-keyring", "--bundle", bundle.path, other).stdout
+    assert f"_ses.{other}" not in inherited
+
+
+def test_exec_joins_the_containers_session_keyring(rt: Runtime, bundle: Bundle) -> None:
+    bundle.linux["maskedPaths"] = []
+    bundle.process["args"] = ["sleep", "1000"]
+    bundle.write()
+    cid = rt.new_id()
+    rt("run", "-d", "--bundle", bundle.path, cid)
+    out = rt("exec", cid, "sh", "-c", "grep -o '_ses[^ ]*' /proc/keys").stdout.split()
+    assert f"_ses.{cid}:" in out
