@@ -46,15 +46,19 @@ def send_fd(sock_fd: int, fd: int, name: str) -> None:
         s.detach()
 
 
-def setup_in_container(console_fd: int, proc: Process) -> None:
+def setup_in_container(console_fd: int, proc: Process, bind_console: bool = True) -> None:
+    """A pty from the container's devpts becomes our stdio; its master goes out over
+    ``console_fd``. init also bind-mounts it on /dev/console (``bind_console``); an exec'd
+    process must leave the container's console alone."""
     import fcntl
     import termios
 
-    master, slave = os.openpty()
+    master, slave = os.openpty()  # /dev/ptmx of the container: we are in its mount ns
     name = os.ttyname(slave)
     if proc.console_size:
         termios.tcsetwinsize(slave, proc.console_size)
-    if os.path.exists("/dev/console") or os.path.isdir("/dev"):
+    os.fchown(slave, proc.user.uid, -1)  # the user may reopen its terminal (runc does too)
+    if bind_console and os.path.isdir("/dev"):
         if not os.path.exists("/dev/console"):
             os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         m.mount(name, "/dev/console", None, m.MS_BIND)

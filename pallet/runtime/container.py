@@ -12,7 +12,7 @@ from pallet.errors import InvalidArgument, NotFound, SystemFailure
 from pallet.linux import sched
 from pallet.oci import jsonfast
 from pallet.oci import spec as ocispec
-from pallet.runtime import init, state, sync
+from pallet.runtime import init, lifecycle, state, sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
     try:
         _parent_side(ctr, spec, cg, pid, parent)
     except BaseException:
-        _kill_and_reap(pid)
+        lifecycle.kill_and_reap(pid)
         raise
     finally:
         parent.close()
@@ -263,14 +263,3 @@ def _setns_path(path: str, nstype: int) -> None:
         sched.setns(fd, nstype)
     finally:
         os.close(fd)
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

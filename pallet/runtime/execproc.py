@@ -33,7 +33,6 @@ imported (and libseccomp loaded, the filter compiled) before the fork.
 
 from __future__ import annotations
 
-import errno
 import os
 
 from pallet.errors import (
@@ -46,12 +45,12 @@ from pallet.errors import (
 )
 from pallet.linux import keys, prctl, proc, sched
 from pallet.oci import spec as ocispec
-from pallet.runtime import process, state
+from pallet.runtime import lifecycle, process, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pallet.linux.seccomp import Filter
     from pallet.runtime.cli import Args
+    from pallet.runtime.seccomp import Prepared
 
 # /proc/<pid>/ns/<name> -> setns flag; the order the child joins them in. The user
 # namespace comes first (it grants the rights for the rest), mount last (after it the
@@ -239,7 +238,7 @@ class Plan:
                  "seccomp", "seccomp_early", "sigmask", "userns")
 
     def __init__(self, proc: ocispec.Process, ns_fds: list[tuple[int, int]],
-                 preserve_fds: int, console_fd: int, seccomp: Filter | None,
+                 preserve_fds: int, console_fd: int, seccomp: Prepared | None,
                  go_r: int, err_w: int) -> None:
         self.proc = proc
         self.ns_fds = ns_fds
@@ -257,13 +256,10 @@ class Plan:
 
 
 def verb_exec(root: str, a: Args) -> int:
+    from pallet.runtime.verbs import preserved_fds
+
     ctr = state.load(root, a.positional[0])
-    preserve = a.int("preserve_fds")
-    if preserve < 0:
-        raise InvalidArgument("--preserve-fds must not be negative")
-    listen = os.environ.get("LISTEN_FDS", "")
-    if listen.isdigit():
-        preserve += int(listen)
+    preserve = preserved_fds(a)
     if a.str("process"):
         pdict = load_process_file(a.str("process"))
     else:
@@ -297,7 +293,10 @@ def verb_exec(root: str, a: Args) -> int:
     try:
         spec = ocispec.Spec(ctr.config)
         if spec.linux.seccomp is not None:
-            filt = _compile_seccomp(spec.linux.seccomp)
+            from pallet.runtime import seccomp
+
+            # compiled now, while libseccomp is reachable; loaded by the child
+            filt = seccomp.prepare(spec.linux.seccomp)
         console_fd = -1
         if proc_spec.terminal:
             from pallet.runtime import console
@@ -324,7 +323,7 @@ def verb_exec(root: str, a: Args) -> int:
         for fd in fds_to_close:
             os.close(fd)
         if filt is not None:
-            filt.release()
+            filt.filter.release()
 
     try:
         master = -1
@@ -339,7 +338,7 @@ def verb_exec(root: str, a: Args) -> int:
     except BaseException:
         if relay_fd >= 0:
             os.close(relay_fd)
-        _kill_and_reap(pid)
+        lifecycle.kill_and_reap(pid)
         raise
     if detach:
         return 0
@@ -413,17 +412,9 @@ def _open_ns(pid: int, name: str) -> int:
     return fd
 
 
-def _compile_seccomp(obj: dict[str, object]) -> Filter | None:
-    """Compile the container's filter now, while libseccomp is reachable."""
-    from pallet.runtime import seccomp
-
-    profile = seccomp.parse(obj)
-    return None if profile is None else seccomp.build(profile)
-
-
 def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
            parent_ns: list[tuple[int, int]], preserve: int, console_fd: int,
-           filt: Filter | None, cg_paths: dict[str, str], forward_signals: bool,
+           filt: Prepared | None, cg_paths: dict[str, str], forward_signals: bool,
            keyring: str = "") -> int:
     """Fork the child into the container; returns its pid once it has exec'd.
 
@@ -468,7 +459,7 @@ def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
             first = os.read(err_r, 1)
             if first != JOINED:
                 report = first + _read_all(err_r)
-                _kill_and_reap(pid)
+                lifecycle.kill_and_reap(pid)
                 raise _decode_error(report) if report else SystemFailure(
                     "exec: the process died before joining the container", op="exec")
             if cg_paths:
@@ -480,12 +471,12 @@ def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
             os.close(go_w)
         report = _read_all(err_r)
     except BaseException:
-        _kill_and_reap(pid)
+        lifecycle.kill_and_reap(pid)
         raise
     finally:
         os.close(err_r)
     if report:
-        _kill_and_reap(pid)
+        lifecycle.kill_and_reap(pid)
         raise _decode_error(report)
     return pid
 
@@ -497,17 +488,6 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def _encode_error(exc: BaseException) -> bytes:
@@ -568,13 +548,7 @@ def _child_setup(plan: Plan) -> None:
         keys.join_session_keyring(plan.keyring)
     if p.terminal:
         _setup_console(plan.console_fd, p)
-    process.set_rlimits(p)
-    if p.oom_score_adj is not None:
-        process.set_oom_score_adj(p.oom_score_adj)
-    if p.io_priority:
-        process.set_io_priority(p.io_priority)
-    if p.scheduler:
-        process.set_scheduler(p.scheduler)
+    process.apply_attributes(p)
     process.set_security_labels(p)
     if plan.seccomp is not None and plan.seccomp_early:
         _load_seccomp(plan.seccomp)
@@ -592,14 +566,12 @@ def _child_setup(plan: Plan) -> None:
     process.execve(path, p)
 
 
-def _load_seccomp(filt: Filter) -> None:
-    try:
-        filt.load()
-    except OSError as exc:
-        hint = (" (needs CAP_SYS_ADMIN or no_new_privs)"
-                if exc.errno in (errno.EACCES, errno.EPERM) else "")
-        raise SystemFailure(f"linux.seccomp: loading the filter: {exc.strerror}{hint}",
-                            op="seccomp_load", errno=exc.errno or 0) from exc
+def _load_seccomp(prepared: Prepared) -> None:
+    from pallet.runtime import seccomp  # imported by the parent before the fork
+
+    notify_fd = seccomp.install(prepared)
+    if notify_fd is not None:
+        os.close(notify_fd)  # listenerPath hand-off: refused at create until supported
 
 
 def _setup_console(console_fd: int, p: ocispec.Process) -> None:
@@ -608,22 +580,6 @@ def _setup_console(console_fd: int, p: ocispec.Process) -> None:
     Unlike init's console this one is not bind-mounted on /dev/console: an exec'd
     process must not change the container's console.
     """
-    import fcntl
-    import termios
-
     from pallet.runtime import console
 
-    master, slave = os.openpty()  # /dev/ptmx of the container: we are in its mount ns
-    name = os.ttyname(slave)
-    if p.console_size:
-        termios.tcsetwinsize(slave, p.console_size)
-    os.fchown(slave, p.user.uid, -1)  # the user may reopen its terminal (runc does too)
-    console.send_fd(console_fd, master, name)
-    os.close(console_fd)
-    os.close(master)
-    os.setsid()
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
+    console.setup_in_container(console_fd, p, bind_console=False)

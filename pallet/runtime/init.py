@@ -171,15 +171,9 @@ def _setup(cfg: InitConfig) -> None:
     rootfs.finish(spec)
     if proc.terminal:
         _setup_console(cfg)
-    process.set_rlimits(proc)
-    if proc.oom_score_adj is not None:
-        process.set_oom_score_adj(proc.oom_score_adj)
+    process.apply_attributes(proc)
     if lx.personality:
         process.set_personality(lx.personality)
-    if proc.io_priority:
-        process.set_io_priority(proc.io_priority)
-    if proc.scheduler:
-        process.set_scheduler(proc.scheduler)
     process.set_security_labels(proc)
     if cfg.seccomp is not None and not proc.no_new_privileges:
         _load_seccomp(cfg)

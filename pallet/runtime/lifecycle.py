@@ -219,3 +219,15 @@ def wait_exit(pid: int) -> int:
             return 128 + os.WTERMSIG(status)
         if os.WIFEXITED(status):
             return os.WEXITSTATUS(status)
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL our child ``pid`` and reap it (a create or exec that failed half-way)."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

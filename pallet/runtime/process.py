@@ -39,6 +39,18 @@ def set_rlimits(proc: Process) -> None:
                 from exc
 
 
+def apply_attributes(proc: Process) -> None:
+    """rlimits, OOM score, I/O priority and scheduler: set before the user changes (some
+    need privileges the process is about to lose)."""
+    set_rlimits(proc)
+    if proc.oom_score_adj is not None:
+        set_oom_score_adj(proc.oom_score_adj)
+    if proc.io_priority:
+        set_io_priority(proc.io_priority)
+    if proc.scheduler:
+        set_scheduler(proc.scheduler)
+
+
 def set_oom_score_adj(value: int) -> None:
     with open("/proc/self/oom_score_adj", "wb", buffering=0) as f:
         f.write(str(value).encode())

@@ -34,15 +34,20 @@ def verb_spec(root: str, a: Args) -> int:
     return 0
 
 
-def _create_opts(a: Args) -> CreateOptions:
-    from pallet.runtime.container import CreateOptions
-
+def preserved_fds(a: Args) -> int:
+    """How many descriptors after stdio reach the process: --preserve-fds plus the
+    socket-activation ones ($LISTEN_FDS), as runc counts them."""
     preserve = a.int("preserve_fds")
     if preserve < 0:
         raise InvalidArgument("--preserve-fds must not be negative")
     listen = os.environ.get("LISTEN_FDS", "")
-    if listen.isdigit():
-        preserve += int(listen)
+    return preserve + int(listen) if listen.isdigit() else preserve
+
+
+def _create_opts(a: Args) -> CreateOptions:
+    from pallet.runtime.container import CreateOptions
+
+    preserve = preserved_fds(a)
     return CreateOptions(
         bundle=a.str("bundle", "."), console_socket=a.str("console_socket"),
         pid_file=a.str("pid_file"), no_pivot=a.bool("no_pivot"), preserve_fds=preserve,

@@ -6,17 +6,16 @@ import fcntl
 import json
 import os
 import pty
-import select
 import signal
 import socket
 import subprocess
 import termios
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pallet.linux import caps
+from tests.support.console import read_until, recv_master
 from tests.support.runtime import Bundle, Runtime, runtime_command
 
 pytestmark = pytest.mark.root
@@ -276,51 +275,16 @@ def test_exec_preserves_fds_and_closes_the_rest(rt: Runtime, ctr: str, tmp_path:
 
 # --- terminals ---------------------------------------------------------------------------
 
-@pytest.fixture
-def console_socket(tmp_path: str) -> Iterator[tuple[str, socket.socket]]:
-    path = os.path.join(str(tmp_path), "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    yield path, srv
-    srv.close()
-
-
-def _recv_master(srv: socket.socket) -> tuple[int, bytes]:
-    srv.settimeout(10)
-    conn, _ = srv.accept()
-    with conn:
-        msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
-    assert len(fds) == 1
-    return fds[0], msg
-
-
-def _read_until(fd: int, marker: bytes, timeout: float = 10) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while marker not in buf and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the other side has closed
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
-
-
 def test_exec_tty_over_a_console_socket(rt: Runtime, ctr: str,
                                         console_socket: tuple[str, socket.socket]) -> None:
     path, srv = console_socket
     rt("exec", "-t", "-d", "--console-socket", path, ctr, "sh")
-    master, name = _recv_master(srv)
+    master, name = recv_master(srv)
     try:
         assert name.startswith(b"/dev/pts/")
         os.write(master, b"echo hi; tty\n")
-        out = _read_until(master, b"/dev/pts/")
-        out += _read_until(master, b"\n", timeout=2)
+        out = read_until(master, b"/dev/pts/")
+        out += read_until(master, b"\n", timeout=2)
         assert b"hi\r\n" in out
         tty_line = next(x for x in out.split(b"\r\n") if x.startswith(b"/dev/pts/"))
         assert tty_line.strip() == name
@@ -352,7 +316,7 @@ def test_exec_tty_relay_from_a_terminal(rt: Runtime, ctr: str) -> None:
                             preexec_fn=take_terminal)
     try:
         os.write(master, b"stty size\n")
-        assert b"24 80" in _read_until(master, b"24 80")
+        assert b"24 80" in read_until(master, b"24 80")
         raw = termios.tcgetattr(slave)
         assert not raw[3] & (termios.ICANON | termios.ECHO)  # ours is raw while relaying
         termios.tcsetwinsize(master, (50, 132))  # the terminal window is resized: SIGWINCH
@@ -360,7 +324,7 @@ def test_exec_tty_relay_from_a_terminal(rt: Runtime, ctr: str) -> None:
         deadline = time.monotonic() + 10
         while b"50 132" not in seen and time.monotonic() < deadline:
             os.write(master, b"stty size\n")
-            seen += _read_until(master, b"50 132", timeout=0.5)
+            seen += read_until(master, b"50 132", timeout=0.5)
         assert b"50 132" in seen
         os.write(master, b"exit 7\n")
         assert proc.wait(timeout=10) == 7

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -13,20 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.leftovers import cgroup_dirs
-from tests.support.runtime import Bundle, Runtime, make_bundle
+from tests.support.runtime import Bundle, Runtime, make_bundle, ok, run_sh
 
 pytestmark = pytest.mark.root
-
-
-def run_sh(rt: Runtime, bundle: Bundle, script: str) -> subprocess.CompletedProcess[str]:
-    bundle.process["args"] = ["sh", "-c", script]
-    bundle.write()
-    return rt("run", "--bundle", bundle.path, rt.new_id(), check=False)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.splitlines()
 
 
 def wait_for(predicate: object, timeout: float = 5.0) -> None:

@@ -4,57 +4,22 @@ security labels the host cannot apply."""
 
 from __future__ import annotations
 
-import array
 import os
-import select
 import shutil
 import socket
 import tempfile
-import time
-from collections.abc import Iterator
 
 import pytest
 
+from tests.support.console import read_until, recv_master
 from tests.support.leftovers import leftovers
-from tests.support.runtime import Bundle, Runtime
+from tests.support.runtime import Bundle, Runtime, ok, run_sh
 
 pytestmark = pytest.mark.root
 
 
-def run_sh(rt: Runtime, bundle: Bundle, script: str) -> str:
-    bundle.process["args"] = ["sh", "-c", script]
-    bundle.write()
-    proc = rt("run", "--bundle", bundle.path, rt.new_id(), check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-@pytest.fixture
-def console_socket() -> Iterator[tuple[str, socket.socket]]:
-    d = tempfile.mkdtemp(prefix="pallet-test-console-")
-    path = os.path.join(d, "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    yield path, srv
-    srv.close()
-    shutil.rmtree(d)
-
-
-def _read_until(fd: int, marker: bytes, timeout: float = 10) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while marker not in buf and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
+def sh(rt: Runtime, bundle: Bundle, script: str) -> str:
+    return "\n".join(ok(run_sh(rt, bundle, script))) + "\n"
 
 
 def test_init_terminal_over_the_console_socket(
@@ -68,23 +33,16 @@ def test_init_terminal_over_the_console_socket(
     bundle.write()
     cid = rt.new_id()
     rt("create", "--bundle", bundle.path, "--console-socket", path, cid)
-    conn, _ = srv.accept()
-    with conn:
-        msg, anc, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(4))
-        fds = array.array("i")
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    assert msg.startswith(b"/dev/pts/") and len(fds) == 1
-    master = fds[0]
+    master, msg = recv_master(srv)
+    assert msg.startswith(b"/dev/pts/")
     try:
         rt("start", cid)
-        out = _read_until(master, b"1\r\n")
+        out = read_until(master, b"1\r\n")
         assert b"/dev/pts/0\r\n" in out
         assert b"33 111\r\n" in out  # consoleSize
         assert out.endswith(b"1\r\n")  # the pty is bind-mounted on /dev/console
         os.write(master, b"ping\n")
-        assert b"got ping" in _read_until(master, b"got ping")
+        assert b"got ping" in read_until(master, b"got ping")
     finally:
         os.close(master)
 
@@ -92,7 +50,7 @@ def test_init_terminal_over_the_console_socket(
 def test_io_priority_and_scheduler(rt: Runtime, bundle: Bundle) -> None:
     bundle.process["ioPriority"] = {"class": "IOPRIO_CLASS_IDLE", "priority": 0}
     bundle.process["scheduler"] = {"policy": "SCHED_BATCH", "nice": 7}
-    out = run_sh(rt, bundle, "ionice -p $$; grep -E '^policy' /proc/self/sched; "
+    out = sh(rt, bundle, "ionice -p $$; grep -E '^policy' /proc/self/sched; "
                              "cut -d' ' -f19 /proc/self/stat")
     lines = out.split("\n")
     assert lines[0].lower().startswith("idle")
@@ -102,7 +60,7 @@ def test_io_priority_and_scheduler(rt: Runtime, bundle: Bundle) -> None:
 
 def test_personality_linux32(rt: Runtime, bundle: Bundle) -> None:
     bundle.linux["personality"] = {"domain": "LINUX32"}
-    assert run_sh(rt, bundle, "uname -m").strip() in ("i686", "i386", "armv8l")
+    assert sh(rt, bundle, "uname -m").strip() in ("i686", "i386", "armv8l")
 
 
 def test_time_namespace_offsets(rt: Runtime, bundle: Bundle) -> None:
@@ -112,7 +70,7 @@ def test_time_namespace_offsets(rt: Runtime, bundle: Bundle) -> None:
                                    "monotonic": {"secs": 10 * day, "nanosecs": 0}}
     with open("/proc/uptime") as f:
         host_uptime = float(f.read().split()[0])
-    inside = float(run_sh(rt, bundle, "cat /proc/uptime").split()[0])
+    inside = float(sh(rt, bundle, "cat /proc/uptime").split()[0])
     assert 10 * day <= inside - host_uptime < 10 * day + 60
 
 
@@ -131,7 +89,7 @@ def test_idmapped_bind_mount(rt: Runtime, bundle: Bundle) -> None:
             "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
             "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 1}],
         })
-        out = run_sh(rt, bundle, "stat -c '%u:%g' /mapped/owned /")
+        out = sh(rt, bundle, "stat -c '%u:%g' /mapped/owned /")
         assert out.split() == ["1000:2000", "0:0"]  # only the mount is mapped
         assert os.stat(path).st_uid == 0  # the host's view is unchanged
     finally:

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.support.runtime import Bundle, Runtime
+from tests.support.runtime import Bundle, Runtime, ok, run_sh
 
 pytestmark = pytest.mark.root
 
 MiB = 1 << 20
-
-
-def run_sh(rt: Runtime, bundle: Bundle, script: str) -> subprocess.CompletedProcess[str]:
-    bundle.process["args"] = ["sh", "-c", script]
-    bundle.write()
-    return rt("run", "--bundle", bundle.path, rt.new_id(), check=False)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.splitlines()
 
 
 def wait_for(what: str, predicate: Callable[[], object], timeout: float = 5.0) -> None:

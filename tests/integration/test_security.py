@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 
 import pytest
 
 from pallet.linux.caps import BY_NAME
-from tests.support.runtime import Bundle, Runtime
+from tests.support.runtime import Bundle, Runtime, ok, run_sh
 
 pytestmark = pytest.mark.root
-
-
-def run_sh(rt: Runtime, bundle: Bundle, script: str) -> subprocess.CompletedProcess[str]:
-    bundle.process["args"] = ["sh", "-c", script]
-    bundle.write()
-    return rt("run", "--bundle", bundle.path, rt.new_id(), check=False)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.splitlines()
 
 
 def read(path: str) -> str:

@@ -121,3 +121,16 @@ def make_bundle(base: str, args: list[str]) -> Bundle:
     b = Bundle(path, args)
     b.write()
     return b
+
+
+def run_sh(rt: Runtime, bundle: Bundle, script: str) -> subprocess.CompletedProcess[str]:
+    """`run` a new container whose process is ``sh -c script``; not checked."""
+    bundle.process["args"] = ["sh", "-c", script]
+    bundle.write()
+    return rt("run", "--bundle", bundle.path, rt.new_id(), check=False)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """The output lines of a process that must have succeeded."""
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
