@@ -26,8 +26,8 @@ cat > .venv/bin/pallet-runtime <<LAUNCHER
 #!$here/.venv/bin/python3 -IS
 import sys
 sys.path.insert(0, "$here")
-from pallet.runtime.cli import main
-sys.exit(main())
+from pallet.runtime.cli import run
+run()
 LAUNCHER
 chmod 755 .venv/bin/pallet-runtime
 ln -sf "$here/.venv/bin/pallet-runtime" /usr/local/bin/pallet-runtime

@@ -275,5 +275,20 @@ def _verbs() -> ModuleType:
     return verbs
 
 
+def run() -> None:
+    """The command's entry point: main(), then exit without interpreter finalization.
+
+    Tearing down every module and object costs ~5 ms per verb here and does nothing the
+    runtime relies on (files are closed as they are used); flush stdio and leave.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = code or 1
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
