@@ -14,7 +14,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "==> making .venv"
     /usr/bin/python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import pallet" 2>/dev/null; then
+if ! .venv/bin/python -c "import pallet, aiohttp, zstandard, isal" 2>/dev/null; then
     echo "==> installing pallet into .venv"
     .venv/bin/pip install -q -e .
 fi
