@@ -1,0 +1,126 @@
+"""`palletd`: the Engine API on a unix socket (and on TCP only with TLS client certs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import logging
+import os
+import signal
+import ssl
+import sys
+
+from aiohttp import web
+
+import pallet
+from pallet.api.app import make_app
+from pallet.engine.config import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_SOCKET, DaemonConfig
+from pallet.engine.daemon import Engine
+from pallet.errors import InvalidArgument, PalletError
+
+log = logging.getLogger("palletd")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="palletd", description="pallet's daemon: the Docker "
+                                "Engine API over a unix socket")
+    p.add_argument("-H", "--host", action="append", default=[],
+                   help=f"where to listen: unix:///path (default unix://{DEFAULT_SOCKET}) "
+                        "or tcp://addr:port (requires --tlsverify)")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
+    p.add_argument("--exec-root", default=DEFAULT_EXEC_ROOT)
+    p.add_argument("--group", default="pallet",
+                   help="group owning the unix socket, if it exists (default: pallet)")
+    p.add_argument("--tlsverify", action="store_true")
+    p.add_argument("--tlscacert")
+    p.add_argument("--tlscert")
+    p.add_argument("--tlskey")
+    p.add_argument("--insecure-registry", action="append", default=[])
+    p.add_argument("--registry-mirror", action="append", default=[])
+    p.add_argument("-D", "--debug", action="store_true")
+    p.add_argument("-v", "--version", action="store_true")
+    return p.parse_args(argv)
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext:
+    if not (args.tlsverify and args.tlscacert and args.tlscert and args.tlskey):
+        raise InvalidArgument("palletd listens on TCP only with TLS client certificates: "
+                              "--tlsverify --tlscacert --tlscert --tlskey")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=args.tlscacert)
+    ctx.load_cert_chain(args.tlscert, args.tlskey)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
+    engine = Engine(cfg)
+    runner = web.AppRunner(make_app(engine), access_log=None)
+    await runner.setup()
+    sites: list[web.BaseSite] = []
+    for host in cfg.hosts:
+        if host.startswith("unix://"):
+            path = host[len("unix://"):]
+            os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # a stale socket of an earlier palletd
+            site: web.BaseSite = web.UnixSite(runner, path)
+            await site.start()
+            _secure_socket(path, args.group)
+        elif host.startswith("tcp://"):
+            addr, _, port = host[len("tcp://"):].rpartition(":")
+            site = web.TCPSite(runner, addr or "127.0.0.1", int(port),
+                               ssl_context=tls_context(args))
+            await site.start()
+        else:
+            raise InvalidArgument(f"invalid host: {host}")
+        sites.append(site)
+        log.info("listening on %s", host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    for host in cfg.hosts:
+        if host.startswith("unix://"):
+            try:
+                os.unlink(host[len("unix://"):])
+            except FileNotFoundError:
+                pass
+
+
+def _secure_socket(path: str, group: str) -> None:
+    """root:root 0660, or root:<group> when that group exists (as docker's socket)."""
+    gid = 0
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        pass
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o660)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        print(f"palletd version {pallet.__version__}")
+        return 0
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="time=%(asctime)s level=%(levelname)s msg=%(message)s")
+    cfg = DaemonConfig(
+        data_root=args.data_root, exec_root=args.exec_root,
+        hosts=tuple(args.host) or (f"unix://{DEFAULT_SOCKET}",),
+        insecure_registries=tuple(args.insecure_registry),
+        registry_mirrors=tuple(args.registry_mirror), debug=args.debug,
+    )
+    try:
+        asyncio.run(serve(args, cfg))
+    except PalletError as exc:
+        print(f"palletd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Where palletd keeps things, and the settings it runs with."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_DATA_ROOT = "/var/lib/pallet"
+DEFAULT_EXEC_ROOT = "/run/pallet"
+DEFAULT_SOCKET = "/run/pallet/pallet.sock"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    data_root: str = DEFAULT_DATA_ROOT
+    exec_root: str = DEFAULT_EXEC_ROOT
+    hosts: tuple[str, ...] = (f"unix://{DEFAULT_SOCKET}",)
+    insecure_registries: tuple[str, ...] = ()
+    registry_mirrors: tuple[str, ...] = ()
+    debug: bool = False
+    labels: tuple[str, ...] = field(default=())
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.data_root, *parts)

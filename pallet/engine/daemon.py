@@ -1,0 +1,44 @@
+"""The engine: the services palletd's handlers call, built once per daemon."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from pallet.engine import system
+from pallet.engine.config import DaemonConfig
+from pallet.engine.events import EventBus
+
+
+class Engine:
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        self.events = EventBus()
+        for d in (cfg.data_root, cfg.exec_root):
+            os.makedirs(d, mode=0o711, exist_ok=True)
+        self.id = self._daemon_id()
+
+    def _daemon_id(self) -> str:
+        """A stable id for /info, kept in the data root (as dockerd's engine-id)."""
+        path = self.cfg.path("engine-id")
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            ident = str(uuid.uuid4())
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                f.write(ident)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+            return ident
+
+    def info(self) -> dict[str, object]:
+        body = system.info_body(self.cfg, images=0, containers={}, daemon_id=self.id)
+        body["NEventsListener"] = self.events.listeners
+        return body
+
+    def disk_usage(self) -> dict[str, object]:
+        return {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [],
+                "BuildCache": []}

@@ -1,0 +1,115 @@
+"""A private palletd per test session: its own socket, data root and run dir.
+
+Never the user's /var/lib/pallet or /run/pallet (STYLE.md: test daemons are private).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@dataclass
+class Palletd:
+    socket: str
+    data_root: str
+    exec_root: str
+    proc: subprocess.Popen[bytes]
+    log: str
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.host}
+
+    def request(self, method: str, path: str,
+                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        conn = _UnixConnection(self.socket)
+        try:
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def docker(self, *args: str, check: bool = True, cli: str = "docker",
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([cli, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{cli} {' '.join(args)} exited {proc.returncode}\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self._path)
+        self.sock = s
+
+
+def start_palletd(base: str, *extra: str) -> Palletd:
+    sock = os.path.join(base, "pallet.sock")
+    data, run = os.path.join(base, "data"), os.path.join(base, "run")
+    log = os.path.join(base, "palletd.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pallet.api.daemon", "-H", f"unix://{sock}",
+                                 "--data-root", data, "--exec-root", run, *extra],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    d = Palletd(sock, data, run, proc, log)
+    deadline = time.monotonic() + 20
+    while True:
+        if proc.poll() is not None:
+            with open(log) as f:
+                raise RuntimeError(f"palletd exited {proc.returncode}:\n{f.read()}")
+        try:
+            if d.request("GET", "/_ping")[0] == 200:
+                return d
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_palletd(d)
+            raise RuntimeError("palletd did not answer /_ping within 20 s")
+        time.sleep(0.05)
+
+
+def stop_palletd(d: Palletd) -> None:
+    if d.proc.poll() is None:
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            d.proc.kill()
+            d.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def palletd() -> Iterator[Palletd]:
+    base = tempfile.mkdtemp(prefix="pallet-test-palletd-")
+    d = start_palletd(base)
+    try:
+        yield d
+    finally:
+        stop_palletd(d)
+        shutil.rmtree(base, ignore_errors=True)
