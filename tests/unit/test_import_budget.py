@@ -51,3 +51,13 @@ def test_the_run_path_imports_no_banned_module() -> None:
 
 def test_the_probe_catches_a_banned_module() -> None:
     assert "enum" in imported_modules("import signal")
+
+
+def test_the_cli_client_path_imports_no_heavy_module() -> None:
+    """`pallet` and its client: each command is a process start (DESIGN.md §4)."""
+    loaded = imported_modules("import pallet.cli.main, pallet.cli.flags, "
+                              "pallet.client.transport")
+    assert "pallet.client.transport" in loaded
+    heavy = {"asyncio", "aiohttp", "pydantic", "rich", "click", "argparse", "typing",
+             "dataclasses", "re", "http.client", "urllib.parse", "logging", "subprocess"}
+    assert sorted(loaded & heavy) == []

@@ -1,0 +1,1 @@
+"""`pallet`: docker's verbs and flags, talking only to pallet.client."""

@@ -1,0 +1,110 @@
+"""`pallet`: the entry point, global flags, and dispatch to one module per command group."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pallet.cli.flags import STR, Flag, UsageError, parse
+
+GLOBAL = [
+    Flag("-H,--host", STR, "daemon socket to connect to"),
+    Flag("-D,--debug"),
+    Flag("-l,--log-level", STR),
+    Flag("--config", STR, "location of client config files"),
+    Flag("-c,--context", STR),
+    Flag("-v,--version"),
+    Flag("-h,--help"),
+    Flag("--tls"), Flag("--tlsverify"), Flag("--tlscacert", STR), Flag("--tlscert", STR),
+    Flag("--tlskey", STR),
+]
+
+# command -> (module, function); groups ("system df") are joined with a space.
+COMMANDS = {
+    "version": ("system", "version"),
+    "info": ("system", "info"),
+    "system info": ("system", "info"),
+    "system df": ("system", "df"),
+    "events": ("system", "events"),
+    "system events": ("system", "events"),
+}
+
+USAGE = """Usage:  pallet [OPTIONS] COMMAND
+
+A container engine: docker's verbs and flags, served by palletd.
+
+Commands:
+  events      Get real time events from the server
+  info        Display system-wide information
+  system df   Show pallet disk usage
+  version     Show the pallet version information
+
+Global Options:
+  -H, --host string   Daemon socket to connect to (default unix:///run/pallet/pallet.sock)
+  -D, --debug         Enable debug mode
+  -v, --version       Print version information and quit
+"""
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        g = parse(argv, GLOBAL, interspersed=False)
+        if g.version and not g.args:
+            import pallet
+
+            sys.stdout.write(f"pallet version {pallet.__version__}\n")
+            return 0
+        if not g.args or g.help:
+            sys.stdout.write(USAGE)
+            return 0
+        words = g.args
+        key = " ".join(words[:2]) if " ".join(words[:2]) in COMMANDS else words[0]
+        if key not in COMMANDS:
+            raise UsageError(f"'{words[0]}' is not a pallet command.\n"
+                             "See 'pallet --help'")
+        rest = words[len(key.split()):]
+        module, func = COMMANDS[key]
+        host = g.host if isinstance(g.host, str) else None
+        return int(_command(module, func)(host, rest))
+    except UsageError as exc:
+        sys.stderr.write(f"pallet: {exc}\n")
+        return 125
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the client's errors, translated to docker's output
+        return _report(exc)
+
+
+def _command(module: str, func: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    return getattr(importlib.import_module(f"pallet.cli.{module}"), func)
+
+
+def _report(exc: Exception) -> int:
+    from pallet.client.transport import APIError, ConnectionFailed
+
+    if isinstance(exc, APIError):
+        sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+        return 1
+    if isinstance(exc, ConnectionFailed):
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    raise exc
+
+
+def run() -> None:
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()
