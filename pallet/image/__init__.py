@@ -1,0 +1,1 @@
+"""Images: references, digests, manifests (pure); the content store; transports."""
