@@ -43,8 +43,9 @@ def status_of(exc: BaseException) -> int:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.Response(status=status, text=json.dumps({"message": message}) + "\n",
-                        content_type="application/json")
+    # Exactly "application/json": the docker CLI shows the body raw if a charset follows.
+    return web.Response(status=status, body=json.dumps({"message": message}).encode() + b"\n",
+                        headers={"Content-Type": "application/json"})
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -26,6 +26,19 @@ COMMANDS = {
     "system info": ("system", "info"),
     "system df": ("system", "df"),
     "events": ("system", "events"),
+    "images": ("images", "images"),
+    "image ls": ("images", "images"),
+    "image list": ("images", "images"),
+    "image inspect": ("images", "inspect"),
+    "history": ("images", "history"),
+    "image history": ("images", "history"),
+    "tag": ("images", "tag"),
+    "image tag": ("images", "tag"),
+    "rmi": ("images", "rmi"),
+    "image rm": ("images", "rmi"),
+    "image prune": ("images", "prune"),
+    "import": ("images", "import_"),
+    "image import": ("images", "import_"),
     "system events": ("system", "events"),
 }
 
@@ -35,8 +48,13 @@ A container engine: docker's verbs and flags, served by palletd.
 
 Commands:
   events      Get real time events from the server
+  history     Show the history of an image
+  images      List images
+  import      Import the contents from a tarball to create a filesystem image
   info        Display system-wide information
+  rmi         Remove one or more images
   system df   Show pallet disk usage
+  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
   version     Show the pallet version information
 
 Global Options:

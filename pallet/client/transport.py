@@ -149,11 +149,14 @@ class Transport:
 
     def request(self, method: str, path: str, query: dict[str, object] | None = None,
                 body: bytes | None = None, headers: dict[str, str] | None = None,
-                versioned: bool = True) -> Response:
+                versioned: bool = True,
+                repeated: dict[str, list[str]] | None = None) -> Response:
         """Send a request; raise APIError for a status >= 400 (with Docker's message)."""
         url = f"/v{self.negotiate()}{path}" if versioned else path
         if query:
             q = [f"{_quote(k)}={_quote(_qvalue(v))}" for k, v in query.items() if v is not None]
+            for k, values in (repeated or {}).items():  # ?changes=a&changes=b
+                q += [f"{_quote(k)}={_quote(v)}" for v in values]
             if q:
                 url += "?" + "&".join(q)
         hdrs = {"Host": "pallet", "User-Agent": "pallet-cli", **(headers or {})}

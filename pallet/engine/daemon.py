@@ -8,6 +8,7 @@ import uuid
 from pallet.engine import system
 from pallet.engine.config import DaemonConfig
 from pallet.engine.events import EventBus
+from pallet.engine.images import ImageService
 
 
 class Engine:
@@ -17,6 +18,7 @@ class Engine:
         for d in (cfg.data_root, cfg.exec_root):
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.id = self._daemon_id()
+        self.images = ImageService(cfg, self.events)
 
     def _daemon_id(self) -> str:
         """A stable id for /info, kept in the data root (as dockerd's engine-id)."""
@@ -35,10 +37,14 @@ class Engine:
             return ident
 
     def info(self) -> dict[str, object]:
-        body = system.info_body(self.cfg, images=0, containers={}, daemon_id=self.id)
+        body = system.info_body(self.cfg, images=self.images.count(), containers={},
+                                daemon_id=self.id)
         body["NEventsListener"] = self.events.listeners
         return body
 
     def disk_usage(self) -> dict[str, object]:
-        return {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [],
-                "BuildCache": []}
+        images = self.images.listing("1.44", {})
+        for img in images:
+            img["Containers"] = 0
+        return {"LayersSize": self.images.layers_size(), "Images": images, "Containers": [],
+                "Volumes": [], "BuildCache": []}

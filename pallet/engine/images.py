@@ -1,0 +1,426 @@
+"""The image service: import, tag, list, inspect, history, remove, prune.
+
+Blobs in the content store, unpacked layers in the layer store, names and structure in
+the image database. A change is visible only once it is complete: blobs and layers are
+written first (unreferenced ones are harmless and pruned), the database row last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, BinaryIO
+
+from pallet.engine.config import DaemonConfig
+from pallet.engine.events import EventBus, make_event
+from pallet.engine.imagedb import ImageDB, ImageRow, LayerRow
+from pallet.errors import Conflict, InvalidArgument, NotFound
+from pallet.image import reference
+from pallet.image.digest import Digest
+from pallet.image.manifest import host_platform
+from pallet.image.store import ContentStore
+from pallet.storage import layertar
+from pallet.storage.layers import LayerStore
+
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+# `--change` instructions docker import accepts.
+CHANGE_KEYS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL",
+               "USER", "VOLUME", "WORKDIR")
+
+
+def now_rfc3339(t: float | None = None) -> str:
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+class ImageService:
+    def __init__(self, cfg: DaemonConfig, events: EventBus) -> None:
+        self.cfg = cfg
+        self.events = events
+        self.store = ContentStore(cfg.data_root)
+        self.layers = LayerStore(cfg.data_root)
+        self.db = ImageDB(cfg.path("images.db"))
+        self.tmp = cfg.path("tmp")
+        os.makedirs(self.tmp, mode=0o700, exist_ok=True)
+        self.layers.collect()
+
+    # --- names -------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> str:
+        """An image id from a name[:tag], name@digest, full id or unique id prefix."""
+        raw = name.removeprefix("sha256:")
+        if 0 < len(raw) <= 64 and all(c in "0123456789abcdef" for c in raw):
+            ids = self.db.ids_with_prefix("sha256:" + raw)
+            if len(ids) == 1:
+                return ids[0]
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument:
+            raise NotFound(f"No such image: {name}", obj=name) from None
+        target = (self.db.digest_target(f"{ref.name}@{ref.digest}") if ref.digest
+                  else self.db.tag_target(str(ref)))
+        if target is None:
+            raise NotFound(f"No such image: {ref.familiar()}", obj=name)
+        return target
+
+    def _row(self, name: str) -> ImageRow:
+        row = self.db.image(self.resolve(name))
+        if row is None:
+            raise NotFound(f"No such image: {name}", obj=name)
+        return row
+
+    def tag(self, source: str, repo: str, tag: str = "") -> None:
+        image_id = self.resolve(source)
+        ref = reference.parse_repository_and_tag(repo, tag)
+        if ref.digest is not None:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+        ref = ref.with_tag(ref.tag_or_latest())
+        self.db.tag(str(ref), image_id, now_rfc3339())
+        self.events.publish(make_event("image", "tag", image_id, {"name": ref.familiar()}))
+
+    # --- import --------------------------------------------------------------------------
+
+    def import_tar(self, stream: BinaryIO, repo_tag: str = "", changes: list[str] | None = None,
+                   message: str = "", platform: str = "") -> str:
+        """``docker import``: a rootfs tarball (plain, gzip or zstd) becomes a one-layer image."""
+        ref = reference.parse(repo_tag) if repo_tag else None
+        overrides = parse_changes(changes or [])
+        with tempfile.TemporaryFile(dir=self.tmp) as spool:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+            spool.seek(0)
+            blob = self._keep_blob(spool)
+            spool.seek(0)
+            layer = self.layers.create("", lambda d: _apply(spool, d))
+        plat = host_platform()
+        created = now_rfc3339()
+        cfg: dict[str, Any] = {
+            "architecture": plat.architecture, "os": plat.os,
+            "config": overrides, "created": created,
+            "history": [{"created": created, "comment": message or "Imported from -"}],
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        }
+        if plat.variant:
+            cfg["variant"] = plat.variant
+        if platform:
+            from pallet.image.manifest import platform_from_string
+
+            want = platform_from_string(platform)
+            cfg["os"], cfg["architecture"] = want.os, want.architecture
+        image_id = self._commit(json.dumps(cfg, separators=(",", ":")).encode(),
+                                [(layer.chain_id, layer.diff_id, blob)])
+        self.events.publish(make_event("image", "import", image_id, {"name": image_id}))
+        if ref is not None:
+            self.tag(image_id, ref.name, ref.tag_or_latest())
+        return image_id
+
+    def _keep_blob(self, spool: BinaryIO) -> tuple[str, str, int]:
+        """Keep the layer as it came (for push and save): (digest, media type, size)."""
+        head = spool.read(4)
+        spool.seek(0)
+        media = DOCKER_LAYER_GZIP if head[:2] == b"\x1f\x8b" else (
+            "application/vnd.oci.image.layer.v1.tar+zstd" if head == b"\x28\xb5\x2f\xfd"
+            else OCI_LAYER)
+        from pallet.image.digest import Hasher
+
+        h = Hasher()
+        for chunk in iter(lambda: spool.read(1 << 20), b""):
+            h.update(chunk)
+        digest = h.digest()
+        spool.seek(0)
+        with self.store.ingest(digest) as ing:
+            for chunk in iter(lambda: spool.read(1 << 20), b""):
+                ing.write(chunk)
+            ing.commit()
+        return str(digest), media, h.size
+
+    def _commit(self, config: bytes, layers: list[tuple[str, str, tuple[str, str, int]]]) -> str:
+        """Store the config and record the image (last, so it appears complete)."""
+        digest = self.store.write_bytes(config)
+        image_id = str(digest)
+        size = sum(self.layers.get(chain).size for chain, _, _ in layers)
+        created = str(json.loads(config).get("created", now_rfc3339()))
+        rows = [LayerRow(chain, diff, blob[0], blob[1], blob[2]) for chain, diff, blob in layers]
+        self.db.add_image(ImageRow(image_id, created, size, layers[-1][0] if layers else "", ""),
+                          rows)
+        return image_id
+
+    # --- reading -------------------------------------------------------------------------
+
+    def config(self, image_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.store.read(Digest.parse(image_id)))
+        return doc
+
+    def _familiar(self, names: list[str]) -> list[str]:
+        return [reference.parse(n).familiar() for n in names]
+
+    def summary(self, row: ImageRow, api_version: str) -> dict[str, Any]:
+        cfg = self.config(row.id)
+        out: dict[str, Any] = {
+            "Containers": -1, "Created": int(_epoch(row.created)), "Id": row.id,
+            "Labels": (cfg.get("config") or {}).get("Labels"), "ParentId": "",
+            "RepoDigests": self._familiar(self.db.digests_of(row.id)),
+            "RepoTags": self._familiar(self.db.tags_of(row.id)),
+            "SharedSize": -1, "Size": row.size,
+        }
+        if _older(api_version, "1.44"):
+            out["VirtualSize"] = row.size
+        return out
+
+    def listing(self, api_version: str, filters: dict[str, list[str]],
+             all_images: bool = False) -> list[dict[str, Any]]:
+        out = []
+        for row in self.db.images():
+            tags = self.db.tags_of(row.id)
+            if not _keep(row, tags, filters, self):
+                continue
+            summary = self.summary(row, api_version)
+            if filters.get("reference"):
+                # as moby: only the names that matched are listed
+                summary["RepoTags"] = [t for t in summary["RepoTags"]
+                                       if _ref_matches(t, filters["reference"])]
+            out.append(summary)
+        out.sort(key=lambda s: s["Created"], reverse=True)
+        return out
+
+    def inspect(self, name: str, api_version: str) -> dict[str, Any]:
+        row = self._row(name)
+        cfg = self.config(row.id)
+        layers = self.db.layers(row.id)
+        dirs = self.layers.chain_paths(row.top_chain) if row.top_chain else []
+        history = cfg.get("history") or [{}]
+        out: dict[str, Any] = {
+            "Id": row.id,
+            "RepoTags": self._familiar(self.db.tags_of(row.id)),
+            "RepoDigests": self._familiar(self.db.digests_of(row.id)),
+            "Parent": "", "Comment": history[-1].get("comment", ""),
+            "Created": cfg.get("created", row.created), "DockerVersion": "",
+            "Author": cfg.get("author", ""),
+            "Config": _container_config(cfg.get("config") or {}),
+            "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
+            "Size": row.size,
+            "GraphDriver": {"Name": "overlay", "Data": {
+                "LowerDir": ":".join(dirs[1:]) if len(dirs) > 1 else None,
+                "UpperDir": dirs[0] if dirs else None}},
+            "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in layers]},
+            "Metadata": {"LastTagTime": row.last_tag_time or "0001-01-01T00:00:00Z"},
+        }
+        if cfg.get("variant"):
+            out["Variant"] = cfg["variant"]
+        if _older(api_version, "1.44"):
+            out["VirtualSize"] = row.size
+            out["Container"] = ""
+            out["ContainerConfig"] = _container_config({})
+        out["GraphDriver"]["Data"] = {k: v for k, v in out["GraphDriver"]["Data"].items() if v}
+        return out
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        row = self._row(name)
+        cfg = self.config(row.id)
+        layers = self.db.layers(row.id)
+        sizes = [self.layers.get(layer.chain_id).size for layer in layers]
+        out = []
+        for h in cfg.get("history") or []:
+            size = 0 if h.get("empty_layer") else (sizes.pop(0) if sizes else 0)
+            out.append({"Comment": h.get("comment", ""),
+                        "Created": int(_epoch(h.get("created", row.created))),
+                        "CreatedBy": h.get("created_by", ""), "Id": "<missing>",
+                        "Size": size, "Tags": None})
+        out.reverse()
+        if out:
+            out[0]["Id"] = row.id
+            out[0]["Tags"] = self._familiar(self.db.tags_of(row.id)) or None
+        return out
+
+    # --- removing ------------------------------------------------------------------------
+
+    def _by_reference(self, name: str) -> tuple[str, str] | None:
+        """(stored name, image id) when ``name`` is a tag or digest reference that exists."""
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument:
+            return None
+        if ref.digest is not None:
+            full = f"{ref.name}@{ref.digest}"
+            target = self.db.digest_target(full)
+        else:
+            full = str(ref)
+            target = self.db.tag_target(full)
+        return (full, target) if target else None
+
+    def delete(self, name: str, force: bool = False) -> list[dict[str, str]]:
+        """``docker rmi``: untag a name and delete the image once nothing names it; by id,
+        delete (an image with several names only when forced)."""
+        report: list[dict[str, str]] = []
+        named = self._by_reference(name)
+        if named is not None:
+            full, image_id = named
+            if "@" in full:
+                self.db.remove_repo_digest(full)
+            else:
+                self.db.untag(full)
+            familiar = reference.parse(full).familiar()
+            report.append({"Untagged": familiar})
+            self.events.publish(make_event("image", "untag", image_id, {"name": familiar}))
+            if self.db.tags_of(image_id):
+                return report
+        else:
+            image_id = self.resolve(name)
+            tags = self.db.tags_of(image_id)
+            if len(tags) > 1 and not force:
+                raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
+                               "image is referenced in multiple repositories", obj=name)
+            for t in tags:
+                self.db.untag(t)
+                report.append({"Untagged": reference.parse(t).familiar()})
+        for d in self.db.digests_of(image_id):
+            self.db.remove_repo_digest(d)
+            report.append({"Untagged": reference.parse(d).familiar()})
+        report += self._remove(image_id)
+        return report
+
+    def _remove(self, image_id: str) -> list[dict[str, str]]:
+        unused = self.db.remove_image(image_id)
+        report = [{"Deleted": image_id}]
+        for chain in unused:
+            try:
+                self.layers.remove(chain)
+                report.append({"Deleted": chain})
+            except NotFound:
+                pass
+        self.store.prune({Digest.parse(d) for d in self.db.blobs_in_use()})
+        self.events.publish(make_event("image", "delete", image_id, {"name": image_id}))
+        return report
+
+    def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        dangling_only = filters.get("dangling", ["true"]) != ["false"]
+        deleted: list[dict[str, str]] = []
+        before = sum(layer.size for layer in self.layers.all())
+        for row in self.db.images():
+            tags = self.db.tags_of(row.id)
+            if dangling_only and tags:
+                continue
+            for t in tags:
+                self.db.untag(t)
+                deleted.append({"Untagged": reference.parse(t).familiar()})
+            deleted += self._remove(row.id)
+        reclaimed = before - sum(layer.size for layer in self.layers.all())
+        self.events.publish(make_event("image", "prune", "", {"reclaimed": str(reclaimed)}))
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def count(self) -> int:
+        return len(self.db.images())
+
+    def layers_size(self) -> int:
+        return sum(layer.size for layer in self.layers.all())
+
+
+def _apply(spool: BinaryIO, dest: str) -> tuple[str, int]:
+    result = layertar.apply_layer(spool, dest)
+    return result.diff_id, result.size
+
+
+def parse_changes(changes: list[str]) -> dict[str, Any]:
+    """``--change`` Dockerfile instructions for import/commit, into an image config."""
+    cfg: dict[str, Any] = {}
+    for change in changes:
+        instr, _, arg = change.strip().partition(" ")
+        key = instr.upper()
+        arg = arg.strip()
+        if key not in CHANGE_KEYS:
+            raise InvalidArgument(f"{instr} is not a valid change command")
+        if key in ("CMD", "ENTRYPOINT", "VOLUME"):
+            value: Any = _json_or_shell(arg, shell=key != "VOLUME")
+            if key == "VOLUME":
+                cfg.setdefault("Volumes", {}).update({v: {} for v in value})
+            else:
+                cfg["Cmd" if key == "CMD" else "Entrypoint"] = value
+        elif key == "ENV":
+            k, eq, v = arg.partition("=")
+            if not eq:
+                k, _, v = arg.partition(" ")
+            cfg.setdefault("Env", []).append(f"{k}={v.strip()}")
+        elif key == "EXPOSE":
+            for port in arg.split():
+                cfg.setdefault("ExposedPorts", {})[port if "/" in port else f"{port}/tcp"] = {}
+        elif key == "LABEL":
+            k, _, v = arg.partition("=")
+            cfg.setdefault("Labels", {})[k.strip('"')] = v.strip('"')
+        elif key == "ONBUILD":
+            cfg.setdefault("OnBuild", []).append(arg)
+        else:
+            cfg[{"STOPSIGNAL": "StopSignal", "USER": "User", "WORKDIR": "WorkingDir"}[key]] = arg
+    return cfg
+
+
+def _json_or_shell(arg: str, shell: bool) -> list[str]:
+    if arg.startswith("["):
+        try:
+            value = json.loads(arg)
+        except ValueError:
+            value = None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    return ["/bin/sh", "-c", arg] if shell else arg.split()
+
+
+def _container_config(c: dict[str, Any]) -> dict[str, Any]:
+    """An image's config as Docker's inspect shows it: every field, nulls included."""
+    base: dict[str, Any] = {
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
+        "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
+        "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
+        "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+    }
+    base.update(c)
+    return base
+
+
+def _epoch(rfc3339: str) -> float:
+    from datetime import datetime
+
+    text = rfc3339.replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _older(version: str, than: str) -> bool:
+    a, _, b = version.partition(".")
+    c, _, d = than.partition(".")
+    return (int(a), int(b)) < (int(c), int(d))
+
+
+def _ref_matches(familiar: str, patterns: list[str]) -> bool:
+    """Docker's reference filter: a glob on name:tag, or on the name alone."""
+    import fnmatch
+
+    name = familiar.rpartition(":")[0] if ":" in familiar.rpartition("/")[2] else familiar
+    return any(fnmatch.fnmatchcase(familiar, p) or fnmatch.fnmatchcase(name, p)
+               for p in patterns)
+
+
+def _keep(row: ImageRow, tags: list[str], filters: dict[str, list[str]],
+          svc: ImageService) -> bool:
+    for value in filters.get("dangling", []):
+        if (value == "true") != (not tags):
+            return False
+    patterns = filters.get("reference", [])
+    if patterns and not any(_ref_matches(reference.parse(t).familiar(), patterns)
+                            for t in tags):
+        return False
+    labels = (svc.config(row.id).get("config") or {}).get("Labels") or {}
+    for spec in filters.get("label", []):
+        k, eq, v = spec.partition("=")
+        if k not in labels or (eq and labels[k] != v):
+            return False
+    return True

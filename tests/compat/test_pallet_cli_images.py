@@ -1,0 +1,48 @@
+"""The pallet CLI's image verbs against a private palletd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.support.palletd import Palletd, palletd  # noqa: F401 - the fixture
+from tests.support.runtime import busybox_template
+
+pytestmark = pytest.mark.root
+
+
+def pallet(d: Palletd, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "pallet.cli.main", *args], cwd=REPO,
+                          env={**os.environ, "DOCKER_HOST": d.host}, input=stdin,
+                          capture_output=True, timeout=60, check=False)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
+                                       proc.stderr.decode())
+
+
+def test_import_list_tag_history_rmi(palletd: Palletd) -> None:  # noqa: F811
+    tar = subprocess.run(["tar", "-C", busybox_template(), "-c", "."], capture_output=True,
+                         check=True).stdout
+    out = pallet(palletd, "import", "-c", 'CMD ["sh"]', "-", "pallet-test/cli:1", stdin=tar)
+    assert out.returncode == 0, out.stderr
+    image_id = out.stdout.strip()
+    assert image_id.startswith("sha256:")
+    lines = pallet(palletd, "images").stdout.splitlines()
+    assert lines[0].split()[:3] == ["REPOSITORY", "TAG", "IMAGE"]
+    assert any(line.split()[:3] == ["pallet-test/cli", "1", image_id[7:19]] for line in lines)
+    assert pallet(palletd, "tag", "pallet-test/cli:1", "pallet-test/cli:2").returncode == 0
+    fmt = pallet(palletd, "images", "--format", "{{.Repository}}:{{.Tag}}", "pallet-test/cli")
+    assert sorted(fmt.stdout.split()) == ["pallet-test/cli:1", "pallet-test/cli:2"]
+    assert pallet(palletd, "image", "inspect", "-f", "{{json .Config.Cmd}}",
+                  "pallet-test/cli:1").stdout == '["sh"]\n'
+    assert pallet(palletd, "history", "-q", "pallet-test/cli:1").stdout == f"{image_id[7:19]}\n"
+    rm = pallet(palletd, "rmi", "pallet-test/cli:2", "pallet-test/cli:1", "pallet-test/nosuch")
+    assert rm.returncode == 1 and "No such image: pallet-test/nosuch" in rm.stderr
+    assert rm.stdout.splitlines()[:2] == ["Untagged: pallet-test/cli:2",
+                                          "Untagged: pallet-test/cli:1"]
+    assert f"Deleted: {image_id}" in rm.stdout
+    missing = pallet(palletd, "image", "inspect", "pallet-test/cli:1")
+    assert missing.returncode == 1 and missing.stderr == "Error: No such image: pallet-test/cli:1\n"
