@@ -88,11 +88,23 @@ async def create(request: web.Request) -> web.StreamResponse:
                         content_type="application/json")
 
 
+async def bootstrap(request: web.Request) -> web.Response:
+    """pallet's own: POST /images/bootstrap?fromImage=busybox&tag=latest (no registry)."""
+    q = request.rel_url.query
+    ref = q.get("fromImage", "")
+    name, _, tag = ref.partition(":")
+    image_id = await asyncio.to_thread(_images(request).bootstrap, name,
+                                       q.get("tag") or tag or "latest")
+    return web.Response(text=json.dumps({"status": image_id}) + "\n",
+                        content_type="application/json")
+
+
 def add_routes(add: object) -> None:
     assert callable(add)
     add("GET", "/images/json", list_images)
     add("POST", "/images/create", create)
     add("POST", "/images/prune", prune)
+    add("POST", "/images/bootstrap", bootstrap)
     add("GET", "/images/{name:.+}/json", inspect_image)
     add("GET", "/images/{name:.+}/history", history)
     add("POST", "/images/{name:.+}/tag", tag)

@@ -198,3 +198,19 @@ def import_(host: str | None, argv: list[str]) -> int:
             _out(f"{status}\n")
     resp.close()
     return 0
+
+
+def bootstrap(host: str | None, argv: list[str]) -> int:
+    a = parse(argv, [])
+    if len(a.args) != 1:
+        raise UsageError('"pallet image bootstrap" requires exactly 1 argument: '
+                         "busybox[:tag] | debian[:suite]")
+    name, _, tag = a.args[0].partition(":")
+    resp = Transport(host).request("POST", "/images/bootstrap",
+                                   {"fromImage": name, "tag": tag or "latest"})
+    for line in resp.lines():
+        status = json.loads(line).get("status")
+        if status:
+            _out(f"{status}\n")
+    resp.close()
+    return 0

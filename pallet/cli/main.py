@@ -37,6 +37,7 @@ COMMANDS = {
     "rmi": ("images", "rmi"),
     "image rm": ("images", "rmi"),
     "image prune": ("images", "prune"),
+    "image bootstrap": ("images", "bootstrap"),
     "import": ("images", "import_"),
     "image import": ("images", "import_"),
     "system events": ("system", "events"),

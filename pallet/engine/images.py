@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from pallet.engine.config import DaemonConfig
@@ -117,6 +118,18 @@ class ImageService:
         if ref is not None:
             self.tag(image_id, ref.name, ref.tag_or_latest())
         return image_id
+
+    def bootstrap(self, name: str, tag: str = "latest") -> str:
+        """``pallet image bootstrap busybox|debian[:suite]``: a base image made here."""
+        from pallet.engine import bootstrap
+
+        work, changes = bootstrap.build(name, tag, self.tmp)
+        try:
+            stream = _IterStream(bootstrap.tar_directory(os.path.join(work.name, "rootfs")))
+            return self.import_tar(stream, f"{name}:{tag}", changes,  # type: ignore[arg-type]
+                                   f"pallet image bootstrap {name}:{tag}")
+        finally:
+            work.cleanup()
 
     def _keep_blob(self, spool: BinaryIO) -> tuple[str, str, int]:
         """Keep the layer as it came (for push and save): (digest, media type, size)."""
@@ -317,6 +330,26 @@ class ImageService:
 
     def layers_size(self) -> int:
         return sum(layer.size for layer in self.layers.all())
+
+
+class _IterStream:
+    """A readable file over an iterator of byte chunks (for shutil.copyfileobj)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            try:
+                self._buf += next(self._chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
 
 
 def _apply(spool: BinaryIO, dest: str) -> tuple[str, int]:

@@ -46,3 +46,25 @@ def test_import_list_tag_history_rmi(palletd: Palletd) -> None:  # noqa: F811
     assert f"Deleted: {image_id}" in rm.stdout
     missing = pallet(palletd, "image", "inspect", "pallet-test/cli:1")
     assert missing.returncode == 1 and missing.stderr == "Error: No such image: pallet-test/cli:1\n"
+
+
+def test_bootstrap_busybox(palletd: Palletd) -> None:  # noqa: F811
+    out = pallet(palletd, "image", "bootstrap", "busybox:pallet-test")
+    assert out.returncode == 0, out.stderr
+    image_id = out.stdout.strip()
+    info = pallet(palletd, "image", "inspect", "-f",
+                  "{{json .Config.Cmd}} {{json .RepoTags}} {{.GraphDriver.Data.UpperDir}}",
+                  "busybox:pallet-test").stdout.split()
+    assert info[0] == '["sh"]' and info[1] == '["busybox:pallet-test"]'
+    assert os.path.islink(os.path.join(info[2], "bin", "sh"))
+    assert os.path.isfile(os.path.join(info[2], "etc", "passwd"))
+    bad = pallet(palletd, "image", "bootstrap", "alpine")
+    assert bad.returncode == 1 and "no built-in bootstrap for 'alpine'" in bad.stderr
+    assert pallet(palletd, "rmi", image_id).returncode == 0
+
+
+def test_is_static() -> None:
+    from pallet.engine.bootstrap import is_static
+
+    assert is_static("/bin/busybox") is True
+    assert is_static(sys.executable if os.path.exists(sys.executable) else "/bin/sh") is False
