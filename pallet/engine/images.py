@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 from pallet.engine.config import DaemonConfig
@@ -24,7 +24,7 @@ from pallet.image.digest import Digest
 from pallet.image.manifest import host_platform
 from pallet.image.store import ContentStore
 from pallet.storage import layertar
-from pallet.storage.layers import LayerStore
+from pallet.storage.layers import Layer, LayerStore
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -150,6 +150,32 @@ class ImageService:
                 ing.write(chunk)
             ing.commit()
         return str(digest), media, h.size
+
+    # --- the building blocks pull, load and build use ----------------------------------
+
+    def unpack(self, parent_chain: str, blob: Digest, diff_id: str | None = None) -> Layer:
+        """The layer for ``blob`` (a layer tar in the content store, any compression) on
+        top of ``parent_chain``: unpacked once, reused when it exists already."""
+        if diff_id:
+            from pallet.storage.layers import chain_id
+
+            existing = chain_id(parent_chain, diff_id)
+            if self.layers.exists(existing):
+                return self.layers.get(existing)
+        with self.store.open(blob) as f:
+            return self.layers.create(parent_chain, lambda d: _apply(f, d), diff_id)
+
+    def register(self, config: bytes, layers: list[tuple[str, str, tuple[str, str, int]]],
+                 names: Sequence[str] = (), repo_digests: Sequence[str] = ()) -> str:
+        """Record an image whose config and layers are stored: (chain id, diff id,
+        (blob digest, media type, size)) per layer, bottom first. Then tag it."""
+        image_id = self._commit(config, layers)
+        for name in repo_digests:
+            self.db.add_repo_digest(name, image_id)
+        for name in names:
+            ref = reference.parse(name)
+            self.tag(image_id, ref.name, ref.tag_or_latest())
+        return image_id
 
     def _commit(self, config: bytes, layers: list[tuple[str, str, tuple[str, str, int]]]) -> str:
         """Store the config and record the image (last, so it appears complete)."""
