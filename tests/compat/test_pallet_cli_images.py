@@ -68,3 +68,17 @@ def test_is_static() -> None:
 
     assert is_static("/bin/busybox") is True
     assert is_static(sys.executable if os.path.exists(sys.executable) else "/bin/sh") is False
+
+
+def test_bootstrap_debian(palletd: Palletd) -> None:  # noqa: F811
+    """debootstrap minbase from the mirror apt uses (~1 minute): a real Debian userland."""
+    out = pallet(palletd, "image", "bootstrap", "debian:bookworm")
+    assert out.returncode == 0, out.stderr
+    upper = pallet(palletd, "image", "inspect", "-f", "{{.GraphDriver.Data.UpperDir}}",
+                   "debian:bookworm").stdout.strip()
+    with open(os.path.join(upper, "etc", "debian_version")) as f:
+        assert f.read().startswith("12.")
+    assert os.path.isfile(os.path.join(upper, "usr", "bin", "apt-get"))
+    assert os.listdir(os.path.join(upper, "var", "lib", "apt", "lists")) in ([], ["partial"],
+                                                                           ["lock", "partial"])
+    assert pallet(palletd, "rmi", "debian:bookworm").returncode == 0
