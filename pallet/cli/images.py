@@ -67,9 +67,8 @@ def images(host: str | None, argv: list[str]) -> int:
         return 0
     from pallet.cli import template
 
-    fmt = a.format if isinstance(a.format, str) else (
-        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}")
-    _out(template.format_all(fmt, list(rows), {"ID": "IMAGE ID", "CreatedSince": "CREATED"}))
+    _out(template.show(a.format, "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}"
+                       "\t{{.Size}}", rows, {"ID": "IMAGE ID", "CreatedSince": "CREATED"}))
     return 0
 
 
@@ -113,9 +112,8 @@ def history(host: str | None, argv: list[str]) -> int:
         return 0
     from pallet.cli import template
 
-    fmt = a.format if isinstance(a.format, str) else (
-        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}")
-    _out(template.format_all(fmt, list(rows), {"ID": "IMAGE", "CreatedSince": "CREATED"}))
+    _out(template.show(a.format, "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}"
+                       "\t{{.Comment}}", rows, {"ID": "IMAGE", "CreatedSince": "CREATED"}))
     return 0
 
 

@@ -106,9 +106,8 @@ def df(host: str | None, argv: list[str]) -> int:
     ]
     from pallet.cli import template
 
-    fmt = a.format if isinstance(a.format, str) else (
-        "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}")
-    _out(template.format_all(fmt, list(rows), {"TotalCount": "TOTAL", "Type": "TYPE"}))
+    _out(template.show(a.format, "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}"
+                       "\t{{.Reclaimable}}", rows, {"TotalCount": "TOTAL", "Type": "TYPE"}))
     return 0
 
 

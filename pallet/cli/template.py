@@ -140,3 +140,9 @@ def format_all(fmt: str, objs: list[object], names: dict[str, str] | None = None
         rows = [header(body, names)] + [render(body, o) for o in objs]
         return tabulate(rows)
     return "".join(render(fmt, o) + "\n" for o in objs)
+
+
+def show(flag: object, default: str, rows: list[dict[str, object]],
+         names: dict[str, str] | None = None) -> str:
+    """Rows under the user's --format (``flag``, if given) or the command's default table."""
+    return format_all(flag if isinstance(flag, str) else default, list(rows), names)
