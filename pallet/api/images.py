@@ -9,10 +9,10 @@ import tempfile
 
 from aiohttp import web
 
-from pallet.api import params
+from pallet.api import distribution, params
 from pallet.api.system import engine
 from pallet.engine.images import ImageService
-from pallet.errors import InvalidArgument, NotSupported
+from pallet.errors import InvalidArgument
 
 
 def _images(request: web.Request) -> ImageService:
@@ -62,10 +62,10 @@ async def prune(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """fromSrc=- imports the request body; fromImage pulls (not yet: a clear 501)."""
+    """fromSrc=- imports the request body; fromImage pulls (api/distribution.py)."""
     q = request.rel_url.query
     if q.get("fromImage"):
-        raise NotSupported("pulling from a registry is not implemented in palletd yet")
+        return await distribution.pull_image(request)
     src = q.get("fromSrc")
     if src != "-":
         raise InvalidArgument("fromSrc must be '-' (the request body); URLs are not fetched")

@@ -181,7 +181,7 @@ def import_(host: str | None, argv: list[str]) -> int:
     if not a.args or len(a.args) > 2:
         raise UsageError('"pallet import" requires 1 or 2 arguments: file|- [REPOSITORY[:TAG]]')
     src = a.args[0]
-    data = sys.stdin.buffer.read() if src == "-" else open(src, "rb").read()  # noqa: SIM115
+    data = sys.stdin.buffer if src == "-" else open(src, "rb")  # noqa: SIM115 - streamed
     repo, tag_ = (a.args[1] if len(a.args) > 1 else ""), ""
     if repo and ":" in repo.rpartition("/")[2]:
         repo, _, tag_ = repo.rpartition(":")

@@ -41,6 +41,11 @@ COMMANDS = {
     "import": ("images", "import_"),
     "image import": ("images", "import_"),
     "system events": ("system", "events"),
+    "save": ("transfer", "save"), "image save": ("transfer", "save"),
+    "load": ("transfer", "load"), "image load": ("transfer", "load"),
+    "pull": ("distribution", "pull"), "image pull": ("distribution", "pull"),
+    "push": ("distribution", "push"), "image push": ("distribution", "push"),
+    "login": ("distribution", "login"), "logout": ("distribution", "logout"),
 }
 
 USAGE = """Usage:  pallet [OPTIONS] COMMAND

@@ -9,6 +9,10 @@ from collections.abc import Iterator
 # json through _json alone: the json package imports re (~10 ms per CLI start).
 from pallet.oci import jsonfast as json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
 DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
 CLIENT_API_VERSION = "1.44"
 
@@ -50,7 +54,7 @@ class Response:
             while remaining > 0:
                 data = self._sock.recv(min(65536, remaining))
                 if not data:
-                    return
+                    raise _cut()
                 remaining -= len(data)
                 yield data
             return
@@ -62,27 +66,27 @@ class Response:
                 return
             yield data
 
-    def _fill(self, n: int) -> bool:
+    def _fill(self, n: int) -> None:
         while len(self._buf) < n:
             data = self._sock.recv(65536)
             if not data:
-                return False
+                raise _cut()
             self._buf += data
-        return True
 
     def _chunked(self) -> Iterator[bytes]:
+        # A body cut before its last (zero-size) chunk is an error, never a short success:
+        # `pallet save` must not leave a truncated archive that looks whole.
         while True:
             while b"\r\n" not in self._buf:
                 data = self._sock.recv(65536)
                 if not data:
-                    return
+                    raise _cut()
                 self._buf += data
             line, _, self._buf = self._buf.partition(b"\r\n")
             size = int(line.split(b";")[0], 16)
             if size == 0:
                 return
-            if not self._fill(size + 2):
-                return
+            self._fill(size + 2)
             chunk, self._buf = self._buf[:size], self._buf[size + 2:]
             yield chunk
 
@@ -148,7 +152,7 @@ class Transport:
         return self.version
 
     def request(self, method: str, path: str, query: dict[str, object] | None = None,
-                body: bytes | None = None, headers: dict[str, str] | None = None,
+                body: bytes | BinaryIO | None = None, headers: dict[str, str] | None = None,
                 versioned: bool = True,
                 repeated: dict[str, list[str]] | None = None) -> Response:
         """Send a request; raise APIError for a status >= 400 (with Docker's message)."""
@@ -162,10 +166,18 @@ class Transport:
         hdrs = {"Host": "pallet", "User-Agent": "pallet-cli", **(headers or {})}
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")
-            hdrs["Content-Length"] = str(len(body))
+            if isinstance(body, bytes):
+                hdrs["Content-Length"] = str(len(body))
+            else:  # a file or a pipe: streamed, never read whole into memory
+                hdrs["Transfer-Encoding"] = "chunked"
         s = self._connect()
         head = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
-        s.sendall(head.encode() + b"Connection: close\r\n\r\n" + (body or b""))
+        s.sendall(head.encode() + b"Connection: close\r\n\r\n"
+                  + (body if isinstance(body, bytes) else b""))
+        if body is not None and not isinstance(body, bytes):
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            s.sendall(b"0\r\n\r\n")
         resp = _read_head(s, method)
         if resp.status >= 400:
             raw = resp.read()
@@ -183,6 +195,10 @@ class Transport:
             return resp.json()
         finally:
             resp.close()
+
+
+def _cut() -> ConnectionFailed:
+    return ConnectionFailed("unexpected EOF: the daemon closed the connection mid-response")
 
 
 def _read_head(s: socket.socket, method: str) -> Response:

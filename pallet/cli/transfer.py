@@ -1,0 +1,92 @@
+"""pallet save, pallet load: docker's verbs, flags, messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from pallet.cli.flags import STR, Flag, UsageError, parse
+from pallet.client.transport import Transport
+
+# json through _json alone, as the client does (the json package imports re).
+from pallet.oci import jsonfast as json
+
+
+def _fail(message: str) -> int:
+    """A client-side refusal: docker prints the bare message and exits 1."""
+    sys.stderr.write(message + "\n")
+    return 1
+
+
+def save(host: str | None, argv: list[str]) -> int:
+    a = parse(argv, [Flag("-o,--output", STR, "Write to a file, instead of STDOUT")])
+    if not a.args:
+        raise UsageError('"pallet save" requires at least 1 argument.')
+    output = a.output if isinstance(a.output, str) else ""
+    if not output and os.isatty(sys.stdout.fileno()):
+        return _fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    if output:
+        directory = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(directory):
+            return _fail(f'failed to save image: invalid output path: directory "{directory}" '
+                         "does not exist")
+    # names go as ?names=a&names=b, which `repeated` sends (it needs a query to ride on).
+    resp = Transport(host).request("GET", "/images/get", {"names": None},
+                                   repeated={"names": list(a.args)})
+    try:
+        if not output:
+            sys.stdout.flush()
+            for chunk in resp.chunks():
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            return 0
+        # As docker's CopyToFile: a temp file beside the target, renamed when complete,
+        # so a failed save never leaves a partial archive under the name asked for.
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(output)),
+                                   prefix=".pallet_temp_")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in resp.chunks():
+                    f.write(chunk)
+            os.rename(tmp, output)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return 0
+    finally:
+        resp.close()
+
+
+def load(host: str | None, argv: list[str]) -> int:
+    a = parse(argv, [Flag("-i,--input", STR, "Read from tar archive file, instead of STDIN"),
+                     Flag("-q,--quiet", help="Suppress the load output")])
+    if a.args:
+        raise UsageError('"pallet load" accepts no arguments.')
+    source = a.input if isinstance(a.input, str) else ""
+    if not source and os.isatty(sys.stdin.fileno()):
+        return _fail("requested load from stdin, but stdin is empty")
+    try:
+        data = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115 - streamed
+    except OSError as exc:
+        return _fail(f"open {source}: {(exc.strerror or str(exc)).lower()}")
+    # As docker: progress only for a terminal to draw it on.
+    quiet = bool(a.quiet) or not os.isatty(sys.stdout.fileno())
+    resp = Transport(host).request("POST", "/images/load", {"quiet": quiet}, body=data,
+                                   headers={"Content-Type": "application/x-tar"})
+    try:
+        for line in resp.lines():
+            msg = json.loads(line)
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("error"):
+                return _fail(str(msg["error"]))
+            if isinstance(msg.get("stream"), str):
+                sys.stdout.write(msg["stream"])
+            elif msg.get("status"):
+                sys.stdout.write(f"{msg.get('id', '')}: {msg['status']} "
+                                 f"{msg.get('progress', '')}\n")
+            sys.stdout.flush()
+    finally:
+        resp.close()
+    return 0
