@@ -158,6 +158,9 @@ class ImageDB:
             return [ch for ch in chains if not c.execute(
                 "SELECT 1 FROM image_layers WHERE chain_id = ? LIMIT 1", (ch,)).fetchone()]
 
+    def chains_in_use(self) -> set[str]:
+        return {str(r[0]) for r in self._q("SELECT DISTINCT chain_id FROM image_layers")}
+
     def blobs_in_use(self) -> set[str]:
         used = {str(r[0]) for r in self._q("SELECT id FROM images")}
         used |= {str(r[0]) for r in self._q("SELECT blob FROM image_layers WHERE blob != ''")}

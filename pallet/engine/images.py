@@ -11,8 +11,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from pallet.engine.config import DaemonConfig
@@ -49,6 +51,36 @@ class ImageService:
         self.tmp = cfg.path("tmp")
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
         self.layers.collect()
+        # Garbage collection waits while a pull, load or import holds a lease: those write
+        # blobs and layers first and name them in the database last.
+        self._gc_lock = threading.Lock()
+        self._leases = 0
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep collection away from blobs and layers not registered yet."""
+        with self._gc_lock:
+            self._leases += 1
+        try:
+            yield
+        finally:
+            with self._gc_lock:
+                self._leases -= 1
+
+    def collect(self) -> int:
+        """Remove layers and blobs no image references; returns the layer bytes freed.
+        Skipped while a lease is held (the next rmi or prune collects instead)."""
+        with self._gc_lock:
+            if self._leases:
+                return 0
+            used = self.db.chains_in_use()
+            freed = 0
+            for layer in list(self.layers.all()):
+                if layer.chain_id not in used:
+                    self.layers.remove(layer.chain_id)
+                    freed += layer.size
+            self.store.prune({Digest.parse(d) for d in self.db.blobs_in_use()})
+            return freed
 
     # --- names -------------------------------------------------------------------------
 
@@ -89,6 +121,11 @@ class ImageService:
     def import_tar(self, stream: BinaryIO, repo_tag: str = "", changes: list[str] | None = None,
                    message: str = "", platform: str = "") -> str:
         """``docker import``: a rootfs tarball (plain, gzip or zstd) becomes a one-layer image."""
+        with self.lease():
+            return self._import_tar(stream, repo_tag, changes, message, platform)
+
+    def _import_tar(self, stream: BinaryIO, repo_tag: str, changes: list[str] | None,
+                    message: str, platform: str) -> str:
         ref = reference.parse(repo_tag) if repo_tag else None
         overrides = parse_changes(changes or [])
         with tempfile.TemporaryFile(dir=self.tmp) as spool:
@@ -324,14 +361,9 @@ class ImageService:
 
     def _remove(self, image_id: str) -> list[dict[str, str]]:
         unused = self.db.remove_image(image_id)
+        self.collect()
         report = [{"Deleted": image_id}]
-        for chain in unused:
-            try:
-                self.layers.remove(chain)
-                report.append({"Deleted": chain})
-            except NotFound:
-                pass
-        self.store.prune({Digest.parse(d) for d in self.db.blobs_in_use()})
+        report += [{"Deleted": chain} for chain in unused if not self.layers.exists(chain)]
         self.events.publish(make_event("image", "delete", image_id, {"name": image_id}))
         return report
 

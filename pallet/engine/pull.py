@@ -87,6 +87,11 @@ class _Pull:
         self.reference = str(ref.digest) if ref.digest else ref.tag_or_latest()
 
     async def run(self) -> str:
+        # Blobs and layers are written before the image names them: hold collection off.
+        with self.svc.lease():
+            return await self._run()
+
+    async def _run(self) -> str:
         digest, manifest, picked = await self._manifest()
         self.report.status(f"Pulling from {self.ref.path}", self.reference, layer=False)
         config = await self._config(manifest.config.digest)

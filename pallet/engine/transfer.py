@@ -134,13 +134,19 @@ def load(images: ImageService, inp: BinaryIO, report: Reporter,
     ``org.opencontainers.image.ref.name`` such as ``latest`` names no repository, so
     docker 25 leaves such an image untagged, and so does this.
     """
+    try:
+        with images.lease():  # nothing loaded is collected before it is registered
+            return _load(images, inp, report, platform)
+    except BaseException:
+        images.collect()  # the layers a failed load made, unless an image uses them now
+        raise
+
+
+def _load(images: ImageService, inp: BinaryIO, report: Reporter,
+          platform: Platform | None) -> list[str]:
     loaded = read_archive(inp, images.store, platform)
     made: list[str] = []
-    try:
-        stacks = [_unpack(images, img, made, report) for img in loaded]
-    except BaseException:
-        _drop_layers(images, made)
-        raise
+    stacks = [_unpack(images, img, made, report) for img in loaded]
     ids = []
     for img, stack in zip(loaded, stacks, strict=True):
         ids.append(_register(images, img, stack, report))
@@ -165,19 +171,6 @@ def _unpack(images: ImageService, img: LoadedImage, made: list[str],
         stack.append((chain, diff_id, (str(layer.digest), layer.media_type, layer.size)))
         parent = chain
     return stack
-
-
-def _drop_layers(images: ImageService, made: list[str]) -> None:
-    """Remove the layers a failed load made, unless an image has come to use them."""
-    if not made:
-        return
-    in_use = {row.chain_id for img in images.db.images() for row in images.db.layers(img.id)}
-    for chain in reversed(made):  # top first: a parent outlives its children
-        if chain not in in_use:
-            try:
-                images.layers.remove(chain)
-            except NotFound:
-                continue
 
 
 def _register(images: ImageService, img: LoadedImage, stack: list[LayerEntry],

@@ -23,3 +23,28 @@ def test_changes() -> None:
 def test_unknown_change_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="RUN is not a valid change command"):
         parse_changes(["RUN make"])
+
+
+def test_collection_waits_for_leases(tmp_path: str) -> None:
+    """A pull writes layers before its image names them: collection must not take them."""
+    import io
+    import tarfile
+
+    from pallet.engine.config import DaemonConfig
+    from pallet.engine.events import EventBus
+    from pallet.engine.images import ImageService
+
+    svc = ImageService(DaemonConfig(data_root=str(tmp_path), exec_root=str(tmp_path)),
+                       EventBus())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("hello")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    blob = svc.store.write_bytes(buf.getvalue())
+    with svc.lease():
+        layer = svc.unpack("", blob)  # unpacked, not yet registered by any image
+        assert svc.collect() == 0 and svc.layers.exists(layer.chain_id)
+    assert svc.collect() == layer.size  # released and still unnamed: collected
+    assert not svc.layers.exists(layer.chain_id)
+    assert not svc.store.exists(blob)  # and so is the blob nothing references
