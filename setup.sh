@@ -34,7 +34,20 @@ ln -sf "$here/.venv/bin/pallet-runtime" /usr/local/bin/pallet-runtime
 
 [ "${SETUP_ONLY:-}" = 1 ] && exit 0
 
-# pallet's main job, for now: a container from a busybox bundle.
+ln -sf "$here/.venv/bin/pallet" /usr/local/bin/pallet
+ln -sf "$here/.venv/bin/palletd" /usr/local/bin/palletd
+
+# pallet's main job, for now: palletd serving the Engine API with a base image made
+# here, and a container run by pallet-runtime. (Containers through palletd come next.)
+scripts/palletd-service start
+if ! pallet image inspect busybox:latest >/dev/null 2>&1; then
+    echo "==> pallet image bootstrap busybox"
+    pallet image bootstrap busybox
+fi
+pallet images
+echo "    (the docker CLI works too: export DOCKER_HOST=unix:///run/pallet/pallet.sock;"
+echo "     stop the daemon with scripts/palletd-service stop)"
+
 bundle=/var/lib/pallet/bundles/busybox
 if [ ! -x "$bundle/rootfs/bin/busybox" ]; then
     echo "==> building a busybox bundle in $bundle"
