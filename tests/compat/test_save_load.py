@@ -8,11 +8,9 @@ import io
 import json
 import os
 import pty
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import docker
 import pytest
 
 from tests.conftest import REPO
+from tests.support.dockerd import Dockerd, private_dockerd
 from tests.support.palletd import Palletd, palletd  # noqa: F401 - the fixture
 from tests.support.runtime import busybox_template
 
@@ -114,56 +113,10 @@ def rmi(d: Palletd, *names: str) -> None:
 
 # --- a private dockerd 20.10 (no containers: no runtime, bridge or firewall rules) -----------
 
-class Dockerd:
-    def __init__(self, sock: str) -> None:
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True,
-                              timeout=60, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
-        return proc
-
-
 @pytest.fixture(scope="module")
 def dockerd() -> Iterator[Dockerd]:
-    if not shutil.which("dockerd"):
-        pytest.fail("dockerd is not installed: test.sh installs docker.io")
-    tag = uuid.uuid4().hex[:8]
-    data = tempfile.mkdtemp(prefix="pallet-test-dockerd-")
-    run = f"/run/pallet-test-dk-{tag}"
-    sock = f"{run}.sock"
-    log = open(os.path.join(data, "dockerd.log"), "wb")  # noqa: SIM115 - kept for the daemon
-    daemon = subprocess.Popen([
-        "dockerd", "--host", f"unix://{sock}", "--data-root", os.path.join(data, "root"),
-        "--exec-root", run, "--pidfile", f"{run}.pid", "--iptables=false",
-        "--ip6tables=false", "--bridge=none", "--ip-forward=false", "--ip-masq=false",
-    ], stdout=log, stderr=subprocess.STDOUT)
-    d = Dockerd(sock)
-    try:
-        deadline = time.monotonic() + 60
-        while d("version", check=False).returncode != 0:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                with open(os.path.join(data, "dockerd.log")) as f:
-                    pytest.fail(f"dockerd did not start:\n{f.read()[-3000:]}")
-            time.sleep(0.2)
+    with private_dockerd() as d:
         yield d
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(run, ignore_errors=True)
-        for name in (sock, f"{run}.pid"):
-            if os.path.exists(name):
-                os.unlink(name)
 
 
 # --- tests --------------------------------------------------------------------------------------

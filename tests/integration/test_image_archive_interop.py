@@ -12,9 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +27,7 @@ from pallet.image.archive import (
 )
 from pallet.image.digest import Digest
 from pallet.image.store import ContentStore
+from tests.support.dockerd import Dockerd, private_dockerd
 from tests.unit.test_image_archive import LAYER_A, LAYER_B, LAYER_C, make_image, tar_of
 
 
@@ -187,65 +185,21 @@ def test_we_read_a_layout_umoci_builds(tmp_path: Any, dest: ContentStore) -> Non
 
 # --- docker 20.10 -------------------------------------------------------------------------
 
-class Docker:
-    def __init__(self, sock: str) -> None:
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True,
-                              timeout=120, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
-        return proc.stdout
-
-
 @pytest.fixture(scope="module")
-def docker() -> Iterator[Docker]:
+def docker() -> Iterator[Dockerd]:
     if os.geteuid() != 0:
         pytest.skip("a private dockerd needs root")
-    tool("dockerd")
-    tool("docker")
-    data = tempfile.mkdtemp(prefix="pallet-test-archive-dockerd-")
-    run_dir = f"/run/pallet-test-archive-{uuid.uuid4().hex[:8]}"
-    sock = f"{run_dir}.sock"
-    with open(os.path.join(data, "dockerd.log"), "wb") as log:
-        daemon = subprocess.Popen([
-            "dockerd", "--host", f"unix://{sock}", "--data-root", os.path.join(data, "root"),
-            "--exec-root", run_dir, "--pidfile", f"{run_dir}.pid", "--iptables=false",
-            "--ip6tables=false", "--bridge=none", "--ip-forward=false", "--ip-masq=false",
-        ], stdout=log, stderr=subprocess.STDOUT)
-    d = Docker(sock)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], env=d.env, capture_output=True,
-                             check=False).returncode != 0:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                with open(os.path.join(data, "dockerd.log")) as f:
-                    pytest.fail(f"dockerd did not start:\n{f.read()[-3000:]}")
-            time.sleep(0.2)
+    with private_dockerd() as d:
         yield d
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for name in (sock, f"{run_dir}.pid"):
-            if os.path.exists(name):
-                os.unlink(name)
 
 
 @pytest.mark.root
 def test_docker_2010_loads_what_we_save_and_we_load_what_it_saves(
-        docker: Docker, tmp_path: Any, store: ContentStore, dest: ContentStore,
+        docker: Dockerd, tmp_path: Any, store: ContentStore, dest: ContentStore,
         image: ArchiveImage) -> None:
     tar = saved(tmp_path, store, [image])
-    assert "Loaded image: busybox:latest" in docker("load", "-i", tar)
-    inspect = json.loads(docker("image", "inspect", "busybox:latest"))[0]
+    assert "Loaded image: busybox:latest" in docker("load", "-i", tar).stdout
+    inspect = json.loads(docker("image", "inspect", "busybox:latest").stdout)[0]
     assert inspect["Id"] == str(image.config)
     assert inspect["RootFS"]["Layers"] == [str(x.diff_id) for x in image.layers]
 
