@@ -116,3 +116,19 @@ def test_docker_py_images(palletd: Palletd, image: str) -> None:  # noqa: F811
             client.images.get("pallet-test/nosuch")
     finally:
         client.close()
+
+
+def test_events_and_df_follow_images(palletd: Palletd, image: str) -> None:  # noqa: F811
+    import time
+
+    since = f"{time.time():.6f}"  # after the fixture's import
+    palletd.docker("tag", image, "pallet-test/evt:1")
+    palletd.docker("rmi", "pallet-test/evt:1")
+    until = str(time.time() + 1)
+    out = palletd.docker("events", "--since", since, "--until", until, "--filter", "type=image",
+                         "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout
+    assert out.splitlines() == ["tag pallet-test/evt:1", "untag pallet-test/evt:1"]
+    df = json.loads(palletd.docker("system", "df", "--format", "{{json .}}").stdout.splitlines()[0])
+    assert df["Type"] == "Images" and int(df["TotalCount"]) >= 1
+    info = json.loads(palletd.docker("info", "--format", "{{json .}}").stdout)
+    assert info["Images"] >= 1
