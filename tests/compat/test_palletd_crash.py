@@ -1,0 +1,140 @@
+"""palletd killed with SIGKILL in the middle of a pull, then restarted: nothing half-made
+is visible, and the next pull resumes from the bytes the first one kept."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.compat.test_pull_push import Clients, manifest
+from tests.support.palletd import start_palletd, stop_palletd
+from tests.support.registry import Registry, registry  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.root
+
+
+@dataclass
+class StallingProxy:
+    """Forwards to a registry, but the first GET of ``blob`` sends half and then hangs."""
+
+    upstream: str
+    blob: str
+    ranges: list[str | None] = field(default_factory=list)
+    sent: int = 0
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        first = False
+        if request.path.endswith(f"/blobs/{self.blob}"):
+            first = not self.ranges
+            self.ranges.append(request.headers.get("Range"))
+        headers = {k: v for k, v in request.headers.items()
+                   if k in ("Accept", "Range", "Authorization")}
+        async with aiohttp.ClientSession() as session, session.get(
+                self.upstream + request.path_qs, headers=headers) as up:
+            body = await up.read()
+            keep = {k: v for k, v in up.headers.items()
+                    if k in ("Content-Type", "Docker-Content-Digest", "Content-Range")}
+        if not first:
+            return web.Response(status=up.status, body=body, headers=keep)
+        resp = web.StreamResponse(status=up.status, headers=keep)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        self.sent = len(body) // 2
+        await asyncio.sleep(60)  # hang: palletd is killed meanwhile
+        return resp
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application()
+            app.router.add_get("/{tail:.*}", self.handle)
+            runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.shutdown())
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def test_sigkill_mid_pull_then_resume(registry: Registry) -> None:  # noqa: F811
+    base = tempfile.mkdtemp(prefix="pallet-test-crash-")
+    cfg = tempfile.mkdtemp(prefix="pallet-test-dockercfg-")
+    d = start_palletd(base)
+    proxy: StallingProxy | None = None
+    try:
+        c = Clients(d, cfg)
+        repo = "pallet/crash"
+        image_id = c.make_image(f"{registry.host}/{repo}:1")
+        c.docker("push", f"{registry.host}/{repo}:1")
+        _, doc = manifest(registry, repo, "1")
+        layer = doc["layers"][0]["digest"]  # type: ignore[index]
+        c.docker("rmi", f"{registry.host}/{repo}:1")
+        proxy = StallingProxy(registry.url, layer)
+        proxy.start()
+        name = f"127.0.0.1:{proxy.port}/{repo}:1"
+        puller = subprocess.Popen(["docker", "pull", name], env=c.env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while proxy.sent == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy.sent > 0
+        partial = os.path.join(d.data_root, "ingest", layer.split(":")[1])
+        while (not os.path.exists(partial) or os.path.getsize(partial) < proxy.sent) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(d.proc.pid, signal.SIGKILL)  # mid-pull, no chance to clean up
+        d.proc.wait()
+        puller.wait(timeout=30)
+
+        d = start_palletd(base)  # the same data root
+        c = Clients(d, cfg)
+        assert image_id not in c.image_ids()  # nothing half-made is visible
+        assert not os.path.exists(os.path.join(d.data_root, "blobs", "sha256",
+                                               layer.split(":")[1]))
+        assert [n for n in os.listdir(os.path.join(d.data_root, "layers"))
+                if n.startswith("tmp-")] == []
+        held = os.path.getsize(partial)
+        assert held >= proxy.sent
+        out = c.docker("pull", name).stdout
+        assert "Pull complete" in out
+        assert proxy.ranges[-1] == f"bytes={held}-"  # resumed, not started over
+        assert c.inspect(name)["Id"] == image_id
+        c.docker("rmi", "-f", image_id)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        stop_palletd(d)
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(cfg, ignore_errors=True)
