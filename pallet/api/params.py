@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime
 
 from pallet.errors import InvalidArgument
+from pallet.image.timefmt import parse_rfc3339
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -54,12 +54,6 @@ def timestamp(raw: str | None, now: float | None = None) -> float | None:
     if m:
         return now - float(m.group(1)) * _UNITS[m.group(2)]
     try:
-        text = raw.replace("Z", "+00:00")
-        if "." in text:  # Go writes nanoseconds; datetime takes at most microseconds
-            head, _, rest = text.partition(".")
-            digits = "".join(c for c in rest if c.isdigit())
-            tz = rest[len(digits):]
-            text = f"{head}.{digits[:6]}{tz}"
-        return datetime.fromisoformat(text).timestamp()
+        return parse_rfc3339(raw)
     except ValueError:
         raise InvalidArgument(f"invalid timestamp: {raw!r}") from None

@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -25,6 +24,7 @@ from pallet.image import reference
 from pallet.image.digest import Digest
 from pallet.image.manifest import host_platform
 from pallet.image.store import ContentStore
+from pallet.image.timefmt import now_rfc3339, parse_rfc3339
 from pallet.storage import layertar
 from pallet.storage.layers import Layer, LayerStore
 
@@ -34,11 +34,6 @@ DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 # `--change` instructions docker import accepts.
 CHANGE_KEYS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL",
                "USER", "VOLUME", "WORKDIR")
-
-
-def now_rfc3339(t: float | None = None) -> str:
-    t = time.time() if t is None else t
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 class ImageService:
@@ -472,15 +467,8 @@ def _container_config(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _epoch(rfc3339: str) -> float:
-    from datetime import datetime
-
-    text = rfc3339.replace("Z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return parse_rfc3339(rfc3339)
     except ValueError:
         return 0.0
 

@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 from pallet.errors import InvalidArgument, InvalidState, NotFound, NotSupported, SystemFailure
 from pallet.image.digest import Digest
+from pallet.storage.tree import fsync_dir
 
 ALGORITHM = "sha256"
 # An ingest untouched this long belongs to a pull that died; prune() reclaims it.
@@ -77,14 +78,6 @@ def _write_all(f: io.FileIO, data: Chunk) -> None:
     while view:
         n = f.write(view)
         view = view[n or 0 :]
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _same_file(path: str, st: os.stat_result) -> bool:
@@ -182,7 +175,7 @@ class ContentStore:
         try:
             # Atomic, and idempotent for a blob that is already there: same bytes either way.
             os.rename(src, target)
-            _fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
         except OSError as exc:
             raise _failure("commit", target, exc) from exc
 

@@ -34,3 +34,19 @@ def alive(pid: int, started: int) -> bool:
     if not fields:
         return False
     return fields[0] not in ("Z", "X") and int(fields[19]) == started
+
+
+def unescape_mountinfo(field: str) -> str:
+    """A path field of /proc/*/mountinfo: space, tab, newline, backslash (and in
+    options, comma) are written as \\ooo."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)

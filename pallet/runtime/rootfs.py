@@ -12,6 +12,7 @@ import stat
 
 from pallet.errors import InvalidArgument, NotSupported
 from pallet.linux import mount as m
+from pallet.linux.proc import unescape_mountinfo
 from pallet.runtime import mountopts, paths
 
 TYPE_CHECKING = False
@@ -92,7 +93,7 @@ def _mountpoint_of(path: str) -> str:
     best = "/"
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
-            mp = line.split(b" ", 5)[4].decode().replace("\\040", " ")
+            mp = unescape_mountinfo(line.split(b" ", 5)[4].decode())
             if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
                 best = mp
     return best

@@ -100,7 +100,7 @@ class LayerStore:
                     raise SystemFailure(f"cannot store layer {chain}: {exc.strerror}",
                                         errno=exc.errno or 0) from exc
             else:
-                _fsync_dir(self.root)
+                tree.fsync_dir(self.root)
             return self.get(chain)
         finally:
             if os.path.exists(tmp):
@@ -140,14 +140,6 @@ class LayerStore:
                 _remove_tree(os.path.join(self.root, name))
                 n += 1
         return n
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: str) -> None:

@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 
+from pallet.linux.proc import unescape_mountinfo
+
 __all__ = ["OPAQUE_XATTR", "apply_layer", "is_opaque", "is_whiteout", "mounts_using",
            "remove", "usage"]
 
@@ -201,7 +203,7 @@ def _parse_line(line: str) -> tuple[str, str, str, str]:
     left, _, right = line.partition(" - ")
     fields = left.split(" ")
     options = right.split(" ", 2)[2] if right.count(" ") >= 2 else ""
-    return fields[2], _unescape(fields[3]), _unescape(fields[4]), options
+    return fields[2], unescape_mountinfo(fields[3]), unescape_mountinfo(fields[4]), options
 
 
 def _option_dirs(options: str) -> list[str]:
@@ -209,7 +211,7 @@ def _option_dirs(options: str) -> list[str]:
     for opt in options.split(","):
         key, _, value = opt.partition("=")
         if key in ("lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+"):
-            dirs += [_unescape(v) for v in value.split(":")]
+            dirs += [unescape_mountinfo(v) for v in value.split(":")]
     return dirs
 
 
@@ -217,14 +219,10 @@ def _under(p: str, top: str) -> bool:
     return p == top or p.startswith(top.rstrip("/") + "/")
 
 
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline, backslash (and in options, comma) as \ooo.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -19,22 +18,20 @@ from aiohttp import web
 
 from tests.compat.test_pull_push import Clients, manifest
 from tests.support.palletd import start_palletd, stop_palletd
+from tests.support.proxy import ThreadedProxy
 from tests.support.registry import Registry, registry  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.root
 
 
 @dataclass
-class StallingProxy:
+class StallingProxy(ThreadedProxy):
     """Forwards to a registry, but the first GET of ``blob`` sends half and then hangs."""
 
     upstream: str
     blob: str
     ranges: list[str | None] = field(default_factory=list)
     sent: int = 0
-    port: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         first = False
@@ -57,35 +54,6 @@ class StallingProxy:
         self.sent = len(body) // 2
         await asyncio.sleep(60)  # hang: palletd is killed meanwhile
         return resp
-
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application()
-            app.router.add_get("/{tail:.*}", self.handle)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.shutdown())
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, daemon=True)
-        self._thread.start()
-        assert ready.wait(10)
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
 
 
 def test_sigkill_mid_pull_then_resume(registry: Registry) -> None:  # noqa: F811

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +35,7 @@ from pallet.image.manifest import host_platform
 from pallet.image.registry import MEDIA_OCI_INDEX, RegistryClient
 from tests.conftest import REPO
 from tests.support.palletd import Palletd, palletd
+from tests.support.proxy import ThreadedProxy
 from tests.support.registry import (
     PASSWORD,
     USER,
@@ -454,7 +454,7 @@ def test_corrupted_blob_fails_the_pull_and_leaves_nothing(clients: Clients,
 
 
 @dataclass
-class CuttingProxy:
+class CuttingProxy(ThreadedProxy):
     """A registry's front that cuts the first GET of one blob half way and refuses the
     second (so the pull fails), then forwards faithfully. ``ranges`` records each GET of
     that blob's Range header."""
@@ -463,10 +463,6 @@ class CuttingProxy:
     blob: str
     ranges: list[str | None] = field(default_factory=list)
     sent: int = 0
-    port: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         attempt = -1
@@ -495,34 +491,6 @@ class CuttingProxy:
         assert request.transport is not None
         request.transport.close()
         return resp
-
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application()
-            app.router.add_get("/{tail:.*}", self.handle)
-            self._runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, daemon=True)
-        self._thread.start()
-        assert ready.wait(10)
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
 
 
 def test_interrupted_pull_resumes_from_its_partial(clients: Clients,

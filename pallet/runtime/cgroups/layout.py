@@ -16,6 +16,7 @@ each hierarchy's controllers and the cgroup at its root (not "/" inside a cgroup
 from __future__ import annotations
 
 from pallet.errors import InvalidArgument, NotSupported
+from pallet.linux.proc import unescape_mountinfo
 
 from . import fs
 
@@ -116,21 +117,6 @@ class Layout:
         return f"Layout({self.mode}, v1={self.v1!r}, unified={self.unified!r})"
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str, root: str = DEFAULT_ROOT) -> Layout:
     """The cgroup layout under ``root`` as described by mountinfo ``text``."""
     v1: list[Hierarchy] = []
@@ -146,10 +132,10 @@ def parse_mountinfo(text: str, root: str = DEFAULT_ROOT) -> Layout:
         fstype = fields[sep + 1]
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        mountpoint = _unescape(fields[4])
+        mountpoint = unescape_mountinfo(fields[4])
         if mountpoint != root and not mountpoint.startswith(root + "/"):
             continue
-        mount_root = _unescape(fields[3])
+        mount_root = unescape_mountinfo(fields[3])
         if fstype == "cgroup2":
             # The first cgroup2 mount wins; a later bind mount of a subtree must not.
             if unified is None:
