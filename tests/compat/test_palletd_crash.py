@@ -12,7 +12,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -38,16 +37,10 @@ class StallingProxy(ThreadedProxy):
         if request.path.endswith(f"/blobs/{self.blob}"):
             first = not self.ranges
             self.ranges.append(request.headers.get("Range"))
-        headers = {k: v for k, v in request.headers.items()
-                   if k in ("Accept", "Range", "Authorization")}
-        async with aiohttp.ClientSession() as session, session.get(
-                self.upstream + request.path_qs, headers=headers) as up:
-            body = await up.read()
-            keep = {k: v for k, v in up.headers.items()
-                    if k in ("Content-Type", "Docker-Content-Digest", "Content-Range")}
+        status, body, keep = await self.fetch(self.upstream, request)
         if not first:
-            return web.Response(status=up.status, body=body, headers=keep)
-        resp = web.StreamResponse(status=up.status, headers=keep)
+            return web.Response(status=status, body=body, headers=keep)
+        resp = web.StreamResponse(status=status, headers=keep)
         resp.content_length = len(body)
         await resp.prepare(request)
         await resp.write(body[: len(body) // 2])

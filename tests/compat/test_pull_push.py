@@ -473,16 +473,10 @@ class CuttingProxy(ThreadedProxy):
                 return web.json_response({"errors": [{"code": "BLOB_UNKNOWN",
                                                       "message": "blob unknown to registry"}]},
                                          status=404)
-        headers = {k: v for k, v in request.headers.items()
-                   if k in ("Accept", "Range", "Authorization")}
-        async with aiohttp.ClientSession() as session, session.get(
-                self.upstream + request.path_qs, headers=headers) as up:
-            body = await up.read()
-            keep = {k: v for k, v in up.headers.items()
-                    if k in ("Content-Type", "Docker-Content-Digest", "Content-Range")}
+        status, body, keep = await self.fetch(self.upstream, request)
         if attempt != 0:
-            return web.Response(status=up.status, body=body, headers=keep)
-        resp = web.StreamResponse(status=up.status, headers=keep)
+            return web.Response(status=status, body=body, headers=keep)
+        resp = web.StreamResponse(status=status, headers=keep)
         resp.content_length = len(body)
         await resp.prepare(request)
         self.sent = len(body) // 2

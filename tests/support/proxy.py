@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import aiohttp
 from aiohttp import web
 
 
@@ -17,6 +18,18 @@ class ThreadedProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raise NotImplementedError
+
+    @staticmethod
+    async def fetch(upstream: str, request: web.Request) -> tuple[int, bytes, dict[str, str]]:
+        """The registry's answer to ``request``: status, body and the headers that matter."""
+        headers = {k: v for k, v in request.headers.items()
+                   if k in ("Accept", "Range", "Authorization")}
+        async with aiohttp.ClientSession() as session, session.get(
+                upstream + request.path_qs, headers=headers) as up:
+            body = await up.read()
+            keep = {k: v for k, v in up.headers.items()
+                    if k in ("Content-Type", "Docker-Content-Digest", "Content-Range")}
+            return up.status, body, keep
 
     def start(self) -> None:
         ready = threading.Event()
