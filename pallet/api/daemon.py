@@ -38,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tlskey")
     p.add_argument("--insecure-registry", action="append", default=[])
     p.add_argument("--registry-mirror", action="append", default=[])
+    p.add_argument("--cgroup-parent", default="/pallet",
+                   help="parent cgroup of containers without their own (default /pallet)")
     p.add_argument("-D", "--debug", action="store_true")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
@@ -57,6 +59,12 @@ async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
     engine = Engine(cfg)
     runner = web.AppRunner(make_app(engine), access_log=None)
     await runner.setup()
+    # Containers as the monitor sees them, before the first request is served.
+    follow = asyncio.create_task(engine.containers.follow_monitor())
+    try:
+        await asyncio.wait_for(engine.containers.ready.wait(), 30)
+    except TimeoutError:
+        log.warning("pallet-monitor does not answer; containers are shown as last recorded")
     sites: list[web.BaseSite] = []
     for host in cfg.hosts:
         if host.startswith("unix://"):
@@ -80,7 +88,9 @@ async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)  # as dockerd dumps its goroutines
     await stop.wait()
+    follow.cancel()
     await runner.cleanup()
     for host in cfg.hosts:
         if host.startswith("unix://"):
@@ -88,6 +98,16 @@ async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
                 os.unlink(host[len("unix://"):])
             except FileNotFoundError:
                 pass
+
+
+def _dump_tasks() -> None:
+    import io
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"--- {task.get_name()}\n")
+        task.print_stack(file=out)
+    log.info("task dump:\n%s", out.getvalue())
 
 
 def _secure_socket(path: str, group: str) -> None:
@@ -113,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         hosts=tuple(args.host) or (f"unix://{DEFAULT_SOCKET}",),
         insecure_registries=tuple(args.insecure_registry),
         registry_mirrors=tuple(args.registry_mirror), debug=args.debug,
+        cgroup_parent=args.cgroup_parent,
     )
     try:
         asyncio.run(serve(args, cfg))

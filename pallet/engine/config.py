@@ -18,6 +18,7 @@ class DaemonConfig:
     insecure_registries: tuple[str, ...] = ()
     registry_mirrors: tuple[str, ...] = ()
     debug: bool = False
+    cgroup_parent: str = "/pallet"  # containers' cgroups go under it (dockerd: /docker)
     labels: tuple[str, ...] = field(default=())
 
     def path(self, *parts: str) -> str:

@@ -7,6 +7,7 @@ import uuid
 
 from pallet.engine import system
 from pallet.engine.config import DaemonConfig
+from pallet.engine.containers import ContainerService
 from pallet.engine.events import EventBus
 from pallet.engine.images import ImageService
 
@@ -19,6 +20,7 @@ class Engine:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.id = self._daemon_id()
         self.images = ImageService(cfg, self.events)
+        self.containers = ContainerService(cfg, self.events, self.images)
 
     def _daemon_id(self) -> str:
         """A stable id for /info, kept in the data root (as dockerd's engine-id)."""
@@ -37,8 +39,8 @@ class Engine:
             return ident
 
     def info(self) -> dict[str, object]:
-        body = system.info_body(self.cfg, images=self.images.count(), containers={},
-                                daemon_id=self.id)
+        body = system.info_body(self.cfg, images=self.images.count(),
+                                containers=self.containers.count(), daemon_id=self.id)
         body["NEventsListener"] = self.events.listeners
         return body
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -50,6 +50,9 @@ class ImageService:
         # blobs and layers first and name them in the database last.
         self._gc_lock = threading.Lock()
         self._leases = 0
+        # (container id, running) of the containers made from an image; the container
+        # service installs its own. An image in use keeps its layers.
+        self.in_use: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
 
     @contextmanager
     def lease(self) -> Iterator[None]:
@@ -330,6 +333,12 @@ class ImageService:
         named = self._by_reference(name)
         if named is not None:
             full, image_id = named
+            users = self.in_use(image_id)
+            last = len(self.db.tags_of(image_id)) + len(self.db.digests_of(image_id)) <= 1
+            if users and last and not force:
+                raise Conflict(f'conflict: unable to remove repository reference "{name}" '
+                               f"(must force) - container {users[0][0][:12]} is using its "
+                               f"referenced image {image_id[7:19]}", obj=name)
             if "@" in full:
                 self.db.remove_repo_digest(full)
             else:
@@ -337,10 +346,20 @@ class ImageService:
             familiar = reference.parse(full).familiar()
             report.append({"Untagged": familiar})
             self.events.publish(make_event("image", "untag", image_id, {"name": familiar}))
-            if self.db.tags_of(image_id):
+            if self.db.tags_of(image_id) or users:
                 return report
         else:
             image_id = self.resolve(name)
+            users = self.in_use(image_id)
+            running = [cid for cid, up in users if up]
+            if running:
+                raise Conflict(f"conflict: unable to delete {image_id[7:19]} (cannot be "
+                               f"forced) - image is being used by running container "
+                               f"{running[0][:12]}", obj=name)
+            if users and not force:
+                raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced)"
+                               f" - image is being used by stopped container "
+                               f"{users[0][0][:12]}", obj=name)
             tags = self.db.tags_of(image_id)
             if len(tags) > 1 and not force:
                 raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
@@ -351,7 +370,8 @@ class ImageService:
         for d in self.db.digests_of(image_id):
             self.db.remove_repo_digest(d)
             report.append({"Untagged": reference.parse(d).familiar()})
-        report += self._remove(image_id)
+        if not users:
+            report += self._remove(image_id)
         return report
 
     def _remove(self, image_id: str) -> list[dict[str, str]]:
@@ -368,7 +388,7 @@ class ImageService:
         before = sum(layer.size for layer in self.layers.all())
         for row in self.db.images():
             tags = self.db.tags_of(row.id)
-            if dangling_only and tags:
+            if (dangling_only and tags) or self.in_use(row.id):
                 continue
             for t in tags:
                 self.db.untag(t)

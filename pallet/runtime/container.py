@@ -24,8 +24,7 @@ class CreateOptions:
     its master comes back on ``relay_fd`` (set by create) for the caller to relay."""
 
     __slots__ = ("bundle", "console_socket", "no_new_keyring", "no_pivot", "pid_file",
-                 "preserve_fds",
-                 "relay_fd", "terminal_relay")
+                 "preserve_fds", "relay_fd", "stdio", "terminal_relay")
 
     def __init__(self, bundle: str = ".", console_socket: str = "", pid_file: str = "",
                  no_pivot: bool = False, preserve_fds: int = 0, no_new_keyring: bool = False,
@@ -38,6 +37,9 @@ class CreateOptions:
         self.preserve_fds = preserve_fds
         self.terminal_relay = terminal_relay
         self.relay_fd = -1
+        # init's stdin, stdout, stderr (default: the caller's own); pallet-monitor
+        # hands in the pipes it reads the container's output from.
+        self.stdio: tuple[int, int, int] | None = None
 
 
 def load_spec(bundle: str) -> ocispec.Spec:
@@ -171,6 +173,7 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
     parent, child = sync.pair()
     cfg = init.InitConfig(spec, rootfs, child, fifo_fd, console_fd, opts.no_pivot,
                           opts.preserve_fds, cg.mounts())
+    cfg.stdio = opts.stdio
     if not opts.no_new_keyring:
         cfg.keyring = f"_ses.{ctr.id}"  # runc's name: exec'd processes join the same
     if lx.seccomp is not None:

@@ -33,7 +33,8 @@ class InitConfig:
     """What the parent hands to init across the fork (inherited memory, not a message)."""
 
     __slots__ = ("cgroup_mounts", "channel", "console_fd", "fifo_fd", "hooks", "idmapped",
-                 "keyring", "no_pivot", "preserve_fds", "rootfs", "seccomp", "spec", "state")
+                 "keyring", "no_pivot", "preserve_fds", "rootfs", "seccomp", "spec", "state",
+                 "stdio")
 
     def __init__(self, spec: Spec, rootfs_path: str, channel: sync.Channel, fifo_fd: int,
                  console_fd: int, no_pivot: bool, preserve_fds: int,
@@ -51,6 +52,7 @@ class InitConfig:
         self.idmapped: dict[int, int] = {}  # mount index -> detached id-mapped tree
         self.keyring = ""  # the session keyring to join ("" with --no-new-keyring)
         self.seccomp: Prepared | None = None  # compiled before the fork, loaded in init
+        self.stdio: tuple[int, int, int] | None = None  # fds to become 0, 1, 2
 
 
 def preload(spec: Spec) -> None:
@@ -98,6 +100,9 @@ def _setup(cfg: InitConfig) -> None:
     assert proc is not None
     lx = spec.linux
     ch = cfg.channel
+    if cfg.stdio is not None:
+        for target, fd in enumerate(cfg.stdio):
+            os.dup2(fd, target)
     # Our own descriptors are close-on-exec; so is everything else above the preserved ones.
     from pallet.linux import prctl
 

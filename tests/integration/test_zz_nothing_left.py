@@ -58,3 +58,19 @@ def test_no_processes_in_test_bundles(test_dirs: list[str]) -> None:
 
 def test_no_userns_test_dirs_left(test_dirs: list[str]) -> None:
     assert test_dirs[1:] == []
+
+
+def test_no_test_monitor_left() -> None:
+    """Every test palletd's pallet-monitor was shut down with its containers."""
+    left = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"pallet.monitor" in argv and any(MARK.encode() in a for a in argv):
+            left.append((int(name), argv))
+    assert left == []

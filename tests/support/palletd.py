@@ -74,8 +74,10 @@ def start_palletd(base: str, *extra: str) -> Palletd:
     data, run = os.path.join(base, "data"), os.path.join(base, "run")
     log = os.path.join(base, "palletd.log")
     with open(log, "wb") as out:
+        cgroup = "/" + os.path.basename(base.rstrip("/"))  # named like the test: checked
         proc = subprocess.Popen([sys.executable, "-m", "pallet.api.daemon", "-H", f"unix://{sock}",
-                                 "--data-root", data, "--exec-root", run, *extra],
+                                 "--data-root", data, "--exec-root", run,
+                                 "--cgroup-parent", cgroup, *extra],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     d = Palletd(sock, data, run, proc, log)
     deadline = time.monotonic() + 20
@@ -94,7 +96,8 @@ def start_palletd(base: str, *extra: str) -> Palletd:
         time.sleep(0.05)
 
 
-def stop_palletd(d: Palletd) -> None:
+def stop_palletd(d: Palletd, monitor: bool = True) -> None:
+    """Stop palletd; with ``monitor``, also its pallet-monitor and every container left."""
     if d.proc.poll() is None:
         d.proc.send_signal(signal.SIGTERM)
         try:
@@ -102,6 +105,34 @@ def stop_palletd(d: Palletd) -> None:
         except subprocess.TimeoutExpired:
             d.proc.kill()
             d.proc.wait()
+    if monitor:
+        stop_monitor(d.exec_root)
+        # The containers' parent cgroup, named after the daemon's dir (empty by now).
+        from tests.support.leftovers import cgroup_dirs
+
+        for path in sorted(cgroup_dirs(os.path.basename(os.path.dirname(d.socket))),
+                           key=len, reverse=True):
+            os.rmdir(path)
+
+
+def stop_monitor(exec_root: str) -> None:
+    """Shut the monitor of ``exec_root`` down (its containers killed first) and wait."""
+    from pallet.engine.monitorclient import MonitorClient
+
+    mon = MonitorClient(exec_root)
+    try:
+        pid = int(str(mon.call("ping")["pid"]))
+        mon.call("shutdown", force=True)
+    except OSError:
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"pallet-monitor {pid} did not exit")
 
 
 @pytest.fixture(scope="module")

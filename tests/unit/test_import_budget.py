@@ -61,3 +61,11 @@ def test_the_cli_client_path_imports_no_heavy_module() -> None:
     heavy = {"asyncio", "aiohttp", "pydantic", "rich", "click", "argparse", "typing",
              "dataclasses", "re", "http.client", "urllib.parse", "logging", "subprocess"}
     assert sorted(loaded & heavy) == []
+
+
+def test_the_monitor_imports_no_framework() -> None:
+    """pallet-monitor forks every container: no asyncio, aiohttp or engine code in it."""
+    loaded = imported_modules("import pallet.monitor.server, pallet.monitor.logfile")
+    assert "pallet.monitor.server" in loaded
+    assert sorted(loaded & {"asyncio", "aiohttp", "pydantic", "rich", "logging", "sqlite3",
+                            "pallet.engine", "pallet.api"}) == []

@@ -1,0 +1,1037 @@
+"""Containers: create, start, stop, kill, wait, remove, inspect, list — over the monitor.
+
+palletd holds no container as a child: pallet-monitor forks and reaps them, and this
+service keeps their records (SQLite) and follows the monitor's feed of exits. palletd
+can die at any moment: a record is written before an operation is acknowledged, and
+on restart ``reconcile`` folds in whatever the monitor saw meanwhile.
+
+Paths of a container ``id``:
+  <data_root>/containers/<id>/    hostname, hosts, resolv.conf, <id>-json.log
+  <exec_root>/containers/<id>/    config.json (the bundle), exit.json (the monitor's)
+  <data_root>/snapshots/<id>/     its writable layer, mounted at .../merged while it runs
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from typing import Any
+
+from pallet.engine import names, ocispec
+from pallet.engine.config import DaemonConfig
+from pallet.engine.containerdb import ContainerDB
+from pallet.engine.events import EventBus, make_event
+from pallet.engine.images import ImageService
+from pallet.engine.monitorclient import MonitorClient
+from pallet.errors import (
+    Conflict,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    PalletError,
+)
+from pallet.linux import signals
+from pallet.monitor import logfile
+from pallet.oci import jsonfast
+from pallet.storage.snapshot import choose_driver
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+DEFAULT_STOP_TIMEOUT = 10
+HOSTS = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+
+
+def parse_signal(raw: str | int | None, default: int = 15) -> int:
+    """SIGTERM, TERM, 15, RTMIN+1 -> its number; InvalidArgument for anything else."""
+    if raw is None or raw == "":
+        return default
+    try:
+        return signals.parse(str(raw))
+    except ValueError:
+        raise InvalidArgument(f"Invalid signal: {raw}") from None
+
+
+def rfc3339(ts: float) -> str:
+    if not ts:
+        return ZERO_TIME
+    return logfile.rfc3339_nano(int(ts * 1_000_000_000))
+
+
+class ContainerService:
+    def __init__(self, cfg: DaemonConfig, events: EventBus, images: ImageService) -> None:
+        self.cfg = cfg
+        self.events = events
+        self.images = images
+        self.root = cfg.path("containers")
+        self.run_root = os.path.join(cfg.exec_root, "containers")
+        for d in (self.root, self.run_root):
+            os.makedirs(d, mode=0o710, exist_ok=True)
+        self.db = ContainerDB(cfg.path("containers.db"))
+        self.snapshots = choose_driver(cfg.data_root)
+        self.monitor = MonitorClient(cfg.exec_root)
+        self._lock = threading.RLock()
+        self.docs: dict[str, dict[str, Any]] = {d["Id"]: d for d in self.db.all()}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exits: dict[str, list[asyncio.Future[None]]] = {}
+        self._removals: dict[str, list[asyncio.Future[None]]] = {}
+        self.ready = asyncio.Event()  # set once the monitor's view is folded in
+        images.in_use = self._image_in_use
+
+    # --- lookup ------------------------------------------------------------------------------
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """A container by full id, name, or unique id prefix; NotFound otherwise."""
+        with self._lock:
+            if ref in self.docs:
+                return self.docs[ref]
+            name = ref.lstrip("/")
+            for doc in self.docs.values():
+                if doc["Name"] == "/" + name:
+                    return doc
+            if ref:
+                hits = [d for i, d in self.docs.items() if i.startswith(ref)]
+                if len(hits) == 1:
+                    return hits[0]
+                if len(hits) > 1:
+                    raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}", obj=ref)
+
+    def _save(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self.db.update(doc["Id"], doc)
+
+    def _event(self, doc: dict[str, Any], action: str, **extra: str) -> None:
+        attrs = {**(doc["Config"].get("Labels") or {}), "image": doc["Config"].get("Image", ""),
+                 "name": doc["Name"].lstrip("/"), **extra}
+        self.events.publish(make_event("container", action, doc["Id"], attrs))
+
+    def _image_in_use(self, image_id: str) -> list[tuple[str, bool]]:
+        """(container id, running) of the containers made from ``image_id``."""
+        with self._lock:
+            return [(d["Id"], bool(d["State"]["Running"])) for d in self.docs.values()
+                    if d["Image"] == image_id]
+
+    # --- create ------------------------------------------------------------------------------
+
+    def create(self, body: dict[str, Any], name: str = "") -> dict[str, Any]:
+        if name and not NAME_RE.match(name):
+            raise InvalidArgument(f"Invalid container name ({name}), only "
+                                  "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if not isinstance(body, dict):
+            raise InvalidArgument("config cannot be empty in order to create a container")
+        image_name = str(body.get("Image") or "")
+        if not image_name:
+            raise InvalidArgument("No image specified; an image is required to create a "
+                                  "container")
+        hc = dict(body.get("HostConfig") or {})
+        _check_host_config(hc)
+        image_id = self.images.resolve(image_name)
+        image_cfg = self.images.config(image_id)
+        cfg = merge_config(body, image_cfg.get("config") or {})
+        cid = secrets.token_hex(32)
+        with self._lock:
+            name = name.lstrip("/") if name else self._free_name()
+            args = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+            if not args:
+                raise InvalidArgument("no command specified")
+            ocispec.build(cfg, hc, ocispec.Context(cid=cid, rootfs="/"))  # validate now
+            data_dir = os.path.join(self.root, cid)
+            hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+            log_type = hc["LogConfig"].get("Type") or "json-file"
+            hc["LogConfig"]["Type"] = log_type
+            logfile.options(log_type, hc["LogConfig"].get("Config") or {})
+            hc.setdefault("NetworkMode", "default")
+            hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+            doc: dict[str, Any] = {
+                "Id": cid, "Created": rfc3339(time.time()), "Path": args[0], "Args": args[1:],
+                "State": _state("created"), "Image": image_id,
+                "ResolvConfPath": os.path.join(data_dir, "resolv.conf"),
+                "HostnamePath": os.path.join(data_dir, "hostname"),
+                "HostsPath": os.path.join(data_dir, "hosts"),
+                "LogPath": (os.path.join(data_dir, f"{cid}-json.log")
+                            if log_type != "none" else ""),
+                "Name": "/" + name, "RestartCount": 0, "Driver": self.snapshots.name,
+                "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+                "AppArmorProfile": "", "ExecIDs": None, "HostConfig": hc, "Config": cfg,
+                "ImageName": image_name,
+            }
+            lowers = self._lowers(image_id)
+            # The record first (it names what to clean up), then the things it names.
+            self.db.insert(cid, name, doc)
+            self.docs[cid] = doc
+        try:
+            os.makedirs(data_dir, mode=0o710)
+            self.snapshots.prepare(cid, lowers)
+            self._write_files(doc)
+        except BaseException:
+            self._destroy(doc)
+            raise
+        self._event(doc, "create")
+        return {"Id": cid, "Warnings": []}
+
+    def _free_name(self) -> str:
+        taken = {d["Name"] for d in self.docs.values()}
+        while True:
+            name = names.generate()
+            if "/" + name not in taken:
+                return name
+
+    def _lowers(self, image_id: str) -> list[str]:
+        row = self.images.db.image(image_id)
+        if row is None:
+            raise NotFound(f"No such image: {image_id}")
+        return self.images.layers.chain_paths(row.top_chain) if row.top_chain else []
+
+    def _write_files(self, doc: dict[str, Any]) -> None:
+        cfg, hc = doc["Config"], doc["HostConfig"]
+        hostname = cfg.get("Hostname") or doc["Id"][:12]
+        host_net = hc.get("NetworkMode") == "host"
+        if hc.get("UTSMode") == "host" or host_net:
+            hostname = os.uname().nodename
+        _write(doc["HostnamePath"], hostname + "\n")
+        if host_net:
+            with open("/etc/hosts") as f:
+                hosts = f.read()
+        else:
+            hosts = HOSTS
+            for extra in hc.get("ExtraHosts") or []:
+                host, _, ip = extra.partition(":")
+                hosts += f"{ip}\t{host}\n"
+        _write(doc["HostsPath"], hosts)
+        _write(doc["ResolvConfPath"], _resolv_conf(hc, host_net))
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def start(self, ref: str) -> bool:
+        """Start the container; False if it was running already (HTTP 304)."""
+        doc = self.get(ref)
+        with self._lock:
+            st = doc["State"]
+            if st["Running"]:
+                return False
+            if st.get("Removing") or st["Status"] == "removing":
+                raise Conflict(f"container {doc['Id']} is marked for removal and cannot be "
+                               "started")
+            self.monitor.ensure()
+            rootfs = self._mount(doc)
+            try:
+                pid, started = self._spawn(doc, rootfs)
+            except PalletError as exc:
+                self._unmount(doc)
+                st.update(Error=str(exc), ExitCode=_start_exit_code(str(exc)))
+                self._save(doc)
+                if doc["HostConfig"].get("AutoRemove"):
+                    self._remove_stopped(doc)  # as dockerd: --rm holds for a failed start
+                raise
+            except BaseException:
+                self._unmount(doc)
+                raise
+            st.update(_state("running"))
+            st.update(Pid=pid, StartedAt=rfc3339(started))
+            self._save(doc)
+        self._event(doc, "start")
+        return True
+
+    def _mount(self, doc: dict[str, Any]) -> str:
+        target = os.path.join(self.snapshots.path(doc["Id"]), "merged")
+        if not _is_mountpoint(target):
+            self.snapshots.mount(doc["Id"], self._lowers(doc["Image"]))
+        return target
+
+    def _unmount(self, doc: dict[str, Any]) -> None:
+        target = os.path.join(self.snapshots.path(doc["Id"]), "merged")
+        if _is_mountpoint(target):
+            try:
+                self.snapshots.unmount(target)
+            except PalletError:
+                pass
+
+    def _spawn(self, doc: dict[str, Any], rootfs: str) -> tuple[int, float]:
+        cid = doc["Id"]
+        cfg, hc = doc["Config"], doc["HostConfig"]
+        ctx = ocispec.Context(cid=cid, rootfs=rootfs, cgroup_parent=self.cfg.cgroup_parent,
+                              cgroupns_default=_cgroupns_default(), files={
+            "hostname": doc["HostnamePath"], "hosts": doc["HostsPath"],
+            "resolv.conf": doc["ResolvConfPath"]})
+        ctx.uid, ctx.gid, ctx.groups = resolve_user(rootfs, str(cfg.get("User") or ""),
+                                                    hc.get("GroupAdd") or [])
+        ctx.devices = [host_device(d) for d in hc.get("Devices") or []]
+        if hc.get("Privileged"):
+            ctx.devices = host_devices()
+        ctx.block_devices = _block_devices(hc)
+        for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("network", "NetworkMode"),
+                          ("uts", "UTSMode")):
+            mode = str(hc.get(key) or "")
+            if mode.startswith("container:"):
+                other = self.get(mode.partition(":")[2])
+                if not other["State"]["Running"]:
+                    raise InvalidState(f"cannot join the namespaces of container "
+                                       f"{other['Id']}: it is not running")
+                ns = {"network": "net"}.get(kind, kind)
+                ctx.ns_paths[kind] = f"/proc/{other['State']['Pid']}/ns/{ns}"
+        spec = ocispec.build(cfg, hc, ctx)
+        bundle = os.path.join(self.run_root, cid)
+        os.makedirs(bundle, mode=0o700, exist_ok=True)
+        _write(os.path.join(bundle, "config.json"), jsonfast.dumps(spec), 0o600)
+        log: dict[str, object] = {}
+        lc = hc.get("LogConfig") or {}
+        if doc["LogPath"]:
+            max_size, max_file, compress = logfile.options(lc.get("Type") or "json-file",
+                                                           lc.get("Config") or {})
+            log = {"path": doc["LogPath"], "max_size": max_size, "max_file": max_file,
+                   "compress": compress}
+        reply = self.monitor.call(
+            "start", id=cid, bundle=bundle, state_dir=bundle, tty=bool(cfg.get("Tty")),
+            stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")), log=log)
+        return int(str(reply["pid"])), float(str(reply["startedAt"]))
+
+    # --- signals, stop, pause ---------------------------------------------------------------
+
+    def kill(self, ref: str, signal: str | int | None = None) -> None:
+        doc = self.get(ref)
+        sig = parse_signal(signal, 9)
+        if not doc["State"]["Running"]:
+            raise Conflict(f"Container {doc['Id']} is not running")
+        try:
+            self.monitor.call("kill", id=doc["Id"], signal=sig)
+        except (NotFound, InvalidState):
+            raise Conflict(f"Container {doc['Id']} is not running") from None
+        self._event(doc, "kill", signal=str(sig))
+
+    async def stop(self, ref: str, timeout: int | None = None,
+                   signal: str | None = None) -> bool:
+        """SIGTERM (or the stop signal), SIGKILL after ``timeout``; False if not running."""
+        doc = await asyncio.to_thread(self.get, ref)
+        if not doc["State"]["Running"]:
+            return False
+        sig = parse_signal(signal or doc["Config"].get("StopSignal"), 15)
+        if timeout is None:
+            t = doc["Config"].get("StopTimeout")
+            timeout = int(t) if t is not None else DEFAULT_STOP_TIMEOUT
+        with self._lock:
+            doc["State"]["StopRequested"] = True  # not an exit for the restart policy
+            self._save(doc)
+        waiter = self._exit_future(doc["Id"])
+        try:
+            if doc["State"]["Paused"]:
+                await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"], signal=9,
+                                        all=True)
+            else:
+                await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"], signal=sig)
+            self._event(doc, "kill", signal=str(sig))
+        except (NotFound, InvalidState):
+            pass  # exited on its own meanwhile
+        if timeout < 0:
+            await waiter
+        else:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                try:
+                    await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"],
+                                            signal=9, all=True)
+                    self._event(doc, "kill", signal="9")
+                except (NotFound, InvalidState):
+                    pass
+                await waiter
+        self._event(doc, "stop")
+        return True
+
+    def pause(self, ref: str) -> None:
+        doc = self.get(ref)
+        st = doc["State"]
+        if not st["Running"]:
+            raise Conflict(f"Container {doc['Id']} is not running")
+        if st["Paused"]:
+            raise Conflict(f"Container {doc['Id']} is already paused")
+        self.monitor.call("pause", id=doc["Id"])
+        with self._lock:
+            st.update(Paused=True, Status="paused")
+            self._save(doc)
+        self._event(doc, "pause")
+
+    def unpause(self, ref: str) -> None:
+        doc = self.get(ref)
+        st = doc["State"]
+        if not st["Paused"]:
+            raise Conflict(f"Container {doc['Id']} is not paused")
+        self.monitor.call("resume", id=doc["Id"])
+        with self._lock:
+            st.update(Paused=False, Status="running")
+            self._save(doc)
+        self._event(doc, "unpause")
+
+    def rename(self, ref: str, new: str) -> None:
+        doc = self.get(ref)
+        new = new.lstrip("/")
+        if not new or not NAME_RE.match(new):
+            raise InvalidArgument(f"Invalid container name ({new}), only "
+                                  "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        with self._lock:
+            old = doc["Name"]
+            if old == "/" + new:
+                raise Conflict("Renaming a container with the same name as its current "
+                               "name")
+            doc["Name"] = "/" + new
+            try:
+                self.db.rename(doc["Id"], new, doc)
+            except Conflict:
+                doc["Name"] = old
+                raise
+        self._event(doc, "rename", oldName=old)
+
+    # --- exits ------------------------------------------------------------------------------
+
+    async def follow_monitor(self) -> None:
+        """Fold in the monitor's view now, then each exit as it happens (forever)."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.to_thread(self.monitor.ensure)
+                reader, writer, snap = await self.monitor.open_stream("watch")
+            except (OSError, PalletError):
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                records = snap.get("containers")
+                await self._reconcile(records if isinstance(records, list) else [])
+                self.ready.set()
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        break
+                    rec = jsonfast.loads(line)
+                    if isinstance(rec, dict) and rec.get("event") == "exit":
+                        await self._exited(rec)
+            finally:
+                writer.close()
+
+    async def _reconcile(self, records: list[dict[str, Any]]) -> None:
+        known = {str(r["id"]): r for r in records if isinstance(r, dict)}
+        for doc in list(self.docs.values()):
+            st = doc["State"]
+            rec = known.get(doc["Id"])
+            if rec is not None and not rec.get("running"):
+                await self._exited(rec)
+            elif st["Running"] and rec is None:
+                # The monitor is not the one that started it (host or monitor restart):
+                # what it left on disk says how it ended, else it is lost.
+                saved = _read_exit(os.path.join(self.run_root, doc["Id"]))
+                await self._exited(saved or {"id": doc["Id"], "exitCode": 255,
+                                             "finishedAt": time.time(), "oomKilled": False})
+            elif st["Status"] == "removing":
+                await asyncio.to_thread(self._destroy, doc)
+
+    async def _exited(self, rec: dict[str, Any]) -> None:
+        cid = str(rec.get("id"))
+        doc = self.docs.get(cid)
+        if doc is None:
+            await asyncio.to_thread(self._forget, cid)
+            return
+        await asyncio.to_thread(self._record_exit, doc, rec)
+        self._event(doc, "die", exitCode=str(doc["State"]["ExitCode"]))
+        if doc["State"]["OOMKilled"]:
+            self._event(doc, "oom")
+        for fut in self._exits.pop(cid, []):
+            if not fut.done():
+                fut.set_result(None)
+        if doc["HostConfig"].get("AutoRemove"):
+            try:
+                await asyncio.to_thread(self._remove_stopped, doc)
+            except PalletError:
+                pass
+
+    def _record_exit(self, doc: dict[str, Any], rec: dict[str, Any]) -> None:
+        with self._lock:
+            st = doc["State"]
+            st.update(_state("exited"))
+            code = rec.get("exitCode")
+            st.update(ExitCode=int(code) if code is not None else 255,
+                      FinishedAt=rfc3339(float(rec.get("finishedAt") or time.time())),
+                      OOMKilled=bool(rec.get("oomKilled")), StartedAt=st["StartedAt"])
+            st.pop("StopRequested", None)
+            self._save(doc)
+        self._unmount(doc)
+        self._forget(doc["Id"])
+
+    def _forget(self, cid: str) -> None:
+        try:
+            self.monitor.call("forget", id=cid)
+        except (OSError, PalletError):
+            pass
+        try:
+            os.unlink(os.path.join(self.run_root, cid, "exit.json"))
+        except FileNotFoundError:
+            pass
+
+    def _exit_future(self, cid: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._exits.setdefault(cid, []).append(fut)
+        return fut
+
+    async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        doc = await asyncio.to_thread(self.get, ref)
+        cid = doc["Id"]
+        if condition == "removed":
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._removals.setdefault(cid, []).append(fut)
+            if cid not in self.docs:
+                fut.set_result(None)
+            await fut
+        elif condition == "next-exit" or doc["State"]["Running"]:
+            await self._exit_future(cid)
+        st = doc["State"]
+        return {"StatusCode": st["ExitCode"], "Error": (
+            {"Message": st["Error"]} if st.get("Error") else None)}
+
+    # --- remove -------------------------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool = False) -> None:
+        doc = await asyncio.to_thread(self.get, ref)
+        if doc["State"]["Running"]:
+            if not force:
+                raise Conflict(
+                    f"You cannot remove a running container {doc['Id']}. Stop the container "
+                    "before attempting removal or force remove")
+            waiter = self._exit_future(doc["Id"])
+            try:
+                await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"], signal=9,
+                                        all=True)
+            except (NotFound, InvalidState):
+                pass
+            if doc["State"]["Running"]:
+                await waiter
+            if doc["Id"] not in self.docs:
+                return  # --rm removed it meanwhile
+        await asyncio.to_thread(self._remove_stopped, doc)
+
+    def _remove_stopped(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            if doc["Id"] not in self.docs:
+                return
+            if doc["State"]["Running"]:
+                raise Conflict(f"You cannot remove a running container {doc['Id']}")
+            doc["State"]["Status"] = "removing"
+            self._save(doc)
+        self._destroy(doc)
+        self._event(doc, "destroy")
+
+    def _destroy(self, doc: dict[str, Any]) -> None:
+        """Remove everything of the container, its record last."""
+        cid = doc["Id"]
+        self._unmount(doc)
+        try:
+            self.snapshots.remove(cid)
+        except NotFound:
+            pass
+        for d in (os.path.join(self.root, cid), os.path.join(self.run_root, cid)):
+            shutil.rmtree(d, ignore_errors=True)
+        with self._lock:
+            self.db.delete(cid)
+            self.docs.pop(cid, None)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._removed, cid)
+
+    def _removed(self, cid: str) -> None:
+        for fut in self._removals.pop(cid, []) + self._exits.pop(cid, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+        doc = self.get(ref)
+        with self._lock:
+            out: dict[str, Any] = jsonfast.loads(jsonfast.dumps(doc))
+        out.pop("ImageName", None)
+        st = out["State"]
+        st.pop("StopRequested", None)
+        st.pop("Removing", None)
+        snap = self.snapshots.path(doc["Id"])
+        out["GraphDriver"] = {"Name": self.snapshots.name, "Data": {
+            "MergedDir": os.path.join(snap, "merged"), "UpperDir": os.path.join(snap, "upper"),
+            "WorkDir": os.path.join(snap, "work"),
+            "LowerDir": ":".join(self._lowers(doc["Image"])) or None}}
+        out["Mounts"] = [_mount_point(b) for b in doc["HostConfig"].get("Binds") or []]
+        out["NetworkSettings"] = _network_settings(doc)
+        if size:
+            out["SizeRw"] = self.snapshots.usage(doc["Id"])
+            out["SizeRootFs"] = out["SizeRw"] + self._image_size(doc["Image"])
+        return out
+
+    def _image_size(self, image_id: str) -> int:
+        row = self.images.db.image(image_id)
+        return row.size if row else 0
+
+    def listing(self, all_: bool = False, limit: int = -1, size: bool = False,
+                filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        filters = filters or {}
+        for key in filters:
+            if key not in ("id", "name", "label", "status", "exited", "ancestor", "before",
+                           "since", "health", "is-task", "volume", "network", "publish",
+                           "expose", "isolation"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        with self._lock:
+            docs = sorted(self.docs.values(), key=lambda d: d["Created"], reverse=True)
+        if not all_ and limit <= 0 and not filters.get("status") and \
+                not filters.get("exited"):
+            docs = [d for d in docs if d["State"]["Running"]]
+        docs = [d for d in docs if _matches(d, filters, self)]
+        if limit > 0:
+            docs = docs[:limit]
+        out = []
+        for d in docs:
+            cfg = d["Config"]
+            entry: dict[str, Any] = {
+                "Id": d["Id"], "Names": [d["Name"]], "Image": d.get("ImageName") or cfg["Image"],
+                "ImageID": d["Image"],
+                "Command": " ".join([d["Path"], *d["Args"]]),
+                "Created": int(logfile.parse_time(d["Created"])),
+                "Ports": [], "Labels": cfg.get("Labels") or {},
+                "State": d["State"]["Status"], "Status": _status_text(d["State"]),
+                "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode", "default")},
+                "NetworkSettings": {"Networks": _network_settings(d)["Networks"]},
+                "Mounts": [_mount_point(b) for b in d["HostConfig"].get("Binds") or []],
+            }
+            if size:
+                entry["SizeRw"] = self.snapshots.usage(d["Id"])
+                entry["SizeRootFs"] = entry["SizeRw"] + self._image_size(d["Image"])
+            out.append(entry)
+        return out
+
+    def prune(self, filters: dict[str, list[str]], until: float | None = None) -> dict[str, Any]:
+        """Remove every stopped container matching the label filters (and created
+        before ``until``)."""
+        deleted, reclaimed = [], 0
+        for key in filters:
+            if key not in ("until", "label", "label!"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        for doc in list(self.docs.values()):
+            if doc["State"]["Running"] or not _label_filters(doc, filters):
+                continue
+            if until is not None and logfile.parse_time(doc["Created"]) >= until:
+                continue
+            try:
+                reclaimed += self.snapshots.usage(doc["Id"])
+            except PalletError:
+                pass
+            self._remove_stopped(doc)
+            deleted.append(doc["Id"])
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def count(self) -> dict[str, int]:
+        """How many are running, paused and stopped (what /info reports)."""
+        with self._lock:
+            docs = list(self.docs.values())
+        return {"running": sum(1 for d in docs if d["State"]["Status"] == "running"),
+                "paused": sum(1 for d in docs if d["State"]["Paused"]),
+                "stopped": sum(1 for d in docs if not d["State"]["Running"])}
+
+    def log_path(self, ref: str) -> tuple[dict[str, Any], str]:
+        doc = self.get(ref)
+        lc = doc["HostConfig"].get("LogConfig") or {}
+        if lc.get("Type") == "none" or not doc["LogPath"]:
+            raise InvalidArgument('configured logging driver does not support reading')
+        return doc, doc["LogPath"]
+
+
+# --- helpers (pure, or reading only the files they name) -----------------------------------
+
+def _state(status: str) -> dict[str, Any]:
+    """The State fields a change to ``status`` sets (a new container: all of them)."""
+    flags: dict[str, Any] = {"Status": status, "Running": status in ("running", "paused"),
+                             "Paused": status == "paused", "Restarting": False, "Dead": False,
+                             "Pid": 0, "Error": ""}
+    if status == "created":
+        flags.update(OOMKilled=False, ExitCode=0, StartedAt=ZERO_TIME, FinishedAt=ZERO_TIME)
+    return flags
+
+
+def _start_exit_code(message: str) -> int:
+    """The exit code Docker records for a container that could not start."""
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message.lower():
+        return 126
+    return 128
+
+
+def merge_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
+    """The container's Config: the request's fields over the image's, as dockerd merges."""
+    cfg = {k: body.get(k) for k in (
+        "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+        "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
+        "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled",
+        "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell")}
+    for key in ("Hostname", "Domainname", "User", "WorkingDir"):
+        cfg[key] = cfg[key] or ""
+    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin",
+                "StdinOnce"):
+        cfg[key] = bool(cfg[key])
+    env = list(image.get("Env") or [])
+    for e in cfg["Env"] or []:
+        key = e.partition("=")[0]
+        env = [x for x in env if x.partition("=")[0] != key]
+        env.append(e)
+    cfg["Env"] = env
+    if isinstance(cfg["Cmd"], str):
+        cfg["Cmd"] = [cfg["Cmd"]]
+    if isinstance(cfg["Entrypoint"], str):
+        cfg["Entrypoint"] = [cfg["Entrypoint"]]
+    if cfg["Entrypoint"] is None or cfg["Entrypoint"] == []:
+        explicit_empty = body.get("Entrypoint") == [] or body.get("Entrypoint") == ""
+        cfg["Entrypoint"] = None if explicit_empty else image.get("Entrypoint")
+        if not cfg["Cmd"]:
+            cfg["Cmd"] = image.get("Cmd")
+    if not cfg["WorkingDir"]:
+        cfg["WorkingDir"] = image.get("WorkingDir") or ""
+    if not cfg["User"]:
+        cfg["User"] = image.get("User") or ""
+    labels = dict(image.get("Labels") or {})
+    labels.update(cfg["Labels"] or {})
+    cfg["Labels"] = labels
+    ports = dict(image.get("ExposedPorts") or {})
+    ports.update(cfg["ExposedPorts"] or {})
+    cfg["ExposedPorts"] = ports or None
+    if not cfg["StopSignal"] and image.get("StopSignal"):
+        cfg["StopSignal"] = image["StopSignal"]
+    if not cfg["Healthcheck"] and image.get("Healthcheck"):
+        cfg["Healthcheck"] = image["Healthcheck"]
+    if not cfg["Volumes"] and image.get("Volumes"):
+        cfg["Volumes"] = image["Volumes"]
+    if not cfg["OnBuild"] and image.get("OnBuild"):
+        cfg["OnBuild"] = image["OnBuild"]
+    return {k: v for k, v in cfg.items()
+            if v is not None or k in ("Cmd", "Entrypoint", "Volumes", "OnBuild", "Image")}
+
+
+def _check_host_config(hc: dict[str, Any]) -> None:
+    for key in ("Memory", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
+                "CpuQuota", "ShmSize", "BlkioWeight"):
+        value = hc.get(key)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise InvalidArgument(f"invalid {key}: {value!r}")
+    mem = int(hc.get("Memory") or 0)
+    if mem and mem < 6 * 1024 * 1024:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    swap = int(hc.get("MemorySwap") or 0)
+    if mem and swap > 0 and swap < mem:
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, "
+                              "see usage")
+    if swap and not mem and swap != -1:
+        raise InvalidArgument("You should always set the Memory limit when using Memoryswap "
+                              "limit, see usage")
+    if hc.get("NanoCpus") and (hc.get("CpuPeriod") or hc.get("CpuQuota")):
+        raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be "
+                              "set")
+    if hc.get("NanoCpus") and int(hc["NanoCpus"]) > (os.cpu_count() or 1) * 1_000_000_000:
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {os.cpu_count()}.00, as there "
+                              f"are only {os.cpu_count()} CPUs available")
+    swappiness = hc.get("MemorySwappiness")
+    if swappiness is not None and swappiness != -1 and not 0 <= int(swappiness) <= 100:
+        raise InvalidArgument(f"Invalid value: {swappiness}, valid memory swappiness range "
+                              "is 0-100")
+    oom = int(hc.get("OomScoreAdj") or 0)
+    if not -1000 <= oom <= 1000:
+        raise InvalidArgument(f"Invalid value {oom}, range for oom score adj is "
+                              "[-1000, 1000]")
+    policy = (hc.get("RestartPolicy") or {}).get("Name") or "no"
+    if policy not in ("no", "always", "unless-stopped", "on-failure"):
+        raise InvalidArgument(f"invalid restart policy: unknown policy '{policy}'; use one of "
+                              "'no', 'always', 'on-failure', or 'unless-stopped'")
+    if hc.get("AutoRemove") and policy != "no":
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    net = str(hc.get("NetworkMode") or "default")
+    if net not in ("default", "bridge", "none", "host") and not net.startswith("container:"):
+        raise NotFound(f"network {net} not found")
+
+
+def resolve_user(rootfs: str, user: str, group_add: list[str]) -> tuple[int, int, list[int]]:
+    """uid, gid and supplementary gids of ``user`` (name or number, [:group]) in the image."""
+    name, _, group = user.partition(":")
+    passwd = _table(os.path.join(rootfs, "etc/passwd"))
+    groups = _table(os.path.join(rootfs, "etc/group"))
+    uid, gid = 0, 0
+    home_name = "root"
+    if name:
+        if name.isdigit():
+            uid = int(name)
+            entry = next((e for e in passwd if e[2] == name), None)
+            gid = int(entry[3]) if entry else 0
+            home_name = entry[0] if entry else ""
+        else:
+            entry = next((e for e in passwd if e[0] == name), None)
+            if entry is None:
+                raise InvalidArgument(f"unable to find user {name}: no matching entries in "
+                                      "passwd file")
+            uid, gid, home_name = int(entry[2]), int(entry[3]), name
+    else:
+        entry = next((e for e in passwd if e[2] == "0"), None)
+        gid = int(entry[3]) if entry else 0
+    if group:
+        gid = _group_id(groups, group)
+    extra = [int(g[2]) for g in groups
+             if home_name and home_name in g[3].split(",") and g[2].isdigit()] if name else []
+    extra += [_group_id(groups, g) for g in group_add]
+    return uid, gid, extra
+
+
+def _group_id(groups: list[list[str]], group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    entry = next((g for g in groups if g[0] == group), None)
+    if entry is None:
+        raise InvalidArgument(f"unable to find group {group}: no matching entries in group "
+                              "file")
+    return int(entry[2])
+
+
+def _table(path: str) -> list[list[str]]:
+    try:
+        with open(path, errors="replace") as f:
+            return [[*line.rstrip("\n").split(":"), "", "", ""] for line in f
+                    if line.strip() and not line.startswith("#")]
+    except OSError:
+        return []
+
+
+def host_device(d: dict[str, Any]) -> ocispec.Device:
+    """--device /dev/x[:/dev/y[:rwm]] -> the node's numbers (InvalidArgument if none)."""
+    import stat
+
+    src = str(d.get("PathOnHost") or "")
+    dest = str(d.get("PathInContainer") or src)
+    perms = str(d.get("CgroupPermissions") or "rwm")
+    try:
+        st = os.stat(src)
+    except OSError:
+        raise InvalidArgument(f"error gathering device information while adding custom "
+                              f"device \"{src}\": no such file or directory") from None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise InvalidArgument(f"error gathering device information while adding custom "
+                              f"device \"{src}\": not a device node")
+    return ocispec.Device(dest, kind, os.major(st.st_rdev), os.minor(st.st_rdev), perms,
+                          st.st_mode & 0o777, st.st_uid, st.st_gid)
+
+
+def host_devices() -> list[ocispec.Device]:
+    """Every device node under /dev (for --privileged), as dockerd gives them."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in (
+            "/dev/pts", "/dev/mqueue", "/dev/shm", "/dev/.lxc", "/dev/.udev")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if path in ("/dev/console", "/dev/ptmx") or os.path.islink(path):
+                continue
+            try:
+                out.append(host_device({"PathOnHost": path}))
+            except InvalidArgument:
+                continue
+    return out
+
+
+def _block_devices(hc: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    import stat
+
+    out = {}
+    for key in ("BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+                "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps"):
+        for d in hc.get(key) or []:
+            path = str(d.get("Path", ""))
+            try:
+                st = os.stat(path)
+            except OSError:
+                raise InvalidArgument(f"{path}: no such file or directory") from None
+            if not stat.S_ISBLK(st.st_mode):
+                raise InvalidArgument(f"{path} is not a block device")
+            out[path] = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return out
+
+
+def _cgroupns_default() -> str:
+    """Docker's default cgroup namespace mode: private on a pure v2 host, else host."""
+    return "private" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "host"
+
+
+def _resolv_conf(hc: dict[str, Any], host_net: bool) -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    if not host_net:
+        # A loopback resolver on the host is not reachable from the container's netns.
+        lines = [ln for ln in lines
+                 if not (ln.startswith("nameserver") and
+                         ln.split()[1:2] and ln.split()[1].startswith(("127.", "::1")))]
+    if hc.get("Dns"):
+        lines = [ln for ln in lines if not ln.startswith("nameserver")]
+        lines += [f"nameserver {d}" for d in hc["Dns"]]
+    if hc.get("DnsSearch"):
+        lines = [ln for ln in lines if not ln.startswith(("search", "domain"))]
+        lines.append("search " + " ".join(hc["DnsSearch"]))
+    if hc.get("DnsOptions"):
+        lines = [ln for ln in lines if not ln.startswith("options")]
+        lines.append("options " + " ".join(hc["DnsOptions"]))
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: str, text: str, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+def _read_exit(run_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(run_dir, "exit.json"), "rb") as f:
+            rec = jsonfast.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _is_mountpoint(path: str) -> bool:
+    try:
+        return os.path.ismount(path)
+    except OSError:
+        return False
+
+
+def _mount_point(bind: str) -> dict[str, Any]:
+    parts = bind.split(":")
+    mode = parts[2] if len(parts) > 2 else ""
+    return {"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": mode,
+            "RW": "ro" not in mode.split(","), "Propagation": "rprivate"}
+
+
+def _network_settings(doc: dict[str, Any]) -> dict[str, Any]:
+    mode = doc["HostConfig"].get("NetworkMode", "default")
+    net = "bridge" if mode == "default" else mode
+    networks: dict[str, Any] = {}
+    if not net.startswith("container:"):
+        networks[net] = {
+            "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
+            "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "MacAddress": "", "DriverOpts": None}
+    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SandboxKey": "",
+            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "",
+            "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+            "Networks": networks}
+
+
+def _ago(seconds: float) -> str:
+    """Docker's human durations (go-units HumanDuration)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def _status_text(st: dict[str, Any]) -> str:
+    now = time.time()
+    if st["Status"] == "created":
+        return "Created"
+    if st["Status"] == "removing":
+        return "Removal In Progress"
+    if st["Running"]:
+        text = f"Up {_ago(now - logfile.parse_time(st['StartedAt']))}"
+        return text + " (Paused)" if st["Paused"] else text
+    finished = logfile.parse_time(st.get("FinishedAt") or ZERO_TIME)
+    return f"Exited ({st['ExitCode']}) {_ago(now - finished)} ago"
+
+
+def _label_filters(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    labels = doc["Config"].get("Labels") or {}
+
+    def has(spec: str) -> bool:
+        key, eq, value = spec.partition("=")
+        return key in labels and (not eq or labels[key] == value)
+
+    if any(not has(s) for s in filters.get("label", [])):
+        return False
+    return not any(has(s) for s in filters.get("label!", []))
+
+
+def _matches(doc: dict[str, Any], filters: dict[str, list[str]],
+             svc: ContainerService) -> bool:
+    st = doc["State"]
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "id":
+            ok = any(doc["Id"].startswith(v) for v in values)
+        elif key == "name":
+            ok = any(re.search(v, doc["Name"].lstrip("/")) for v in values)
+        elif key == "label":
+            ok = _label_filters(doc, {"label": values})
+        elif key == "status":
+            for v in values:
+                if v not in ("created", "restarting", "running", "removing", "paused",
+                             "exited", "dead"):
+                    raise InvalidArgument(f"invalid filter 'status={v}'")
+            ok = st["Status"] in values
+        elif key == "exited":
+            ok = not st["Running"] and st["Status"] == "exited" and \
+                str(st["ExitCode"]) in values
+        elif key == "ancestor":
+            ok = False
+            for v in values:
+                try:
+                    ok = ok or svc.images.resolve(v) == doc["Image"]
+                except NotFound:
+                    pass
+                ok = ok or doc.get("ImageName") == v
+        elif key in ("before", "since"):
+            other = svc.get(values[0])
+            ok = doc["Created"] < other["Created"] if key == "before" else \
+                doc["Created"] > other["Created"]
+        else:
+            ok = True
+        if not ok:
+            return False
+    return True

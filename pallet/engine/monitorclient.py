@@ -1,0 +1,101 @@
+"""palletd's side of the monitor socket: start the monitor when absent, ask it things.
+
+Requests are short (one line out, one line back) and made from worker threads; attach
+and watch are long-lived asyncio streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from pallet.errors import SystemFailure
+from pallet.monitor import wire
+
+START_TIMEOUT = 10.0
+
+
+class MonitorClient:
+    def __init__(self, exec_root: str) -> None:
+        self.exec_root = exec_root
+        self.path = os.path.join(exec_root, "monitor.sock")
+        self.log = os.path.join(exec_root, "monitor.log")
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        """Start pallet-monitor unless one answers on the socket already."""
+        with self._lock:
+            try:
+                self.call("ping")
+                return
+            except (OSError, SystemFailure):
+                pass
+            with open(self.log, "ab") as log:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "pallet.monitor", "--exec-root", self.exec_root,
+                     "--daemon"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
+                    env={**os.environ, "PYTHONPATH": _repo_path()},
+                    timeout=START_TIMEOUT)
+            if proc.returncode != 0:
+                raise SystemFailure(f"pallet-monitor did not start (see {self.log})",
+                                    op="monitor")
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    self.call("ping")
+                    return
+                except (OSError, SystemFailure):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+
+    def call(self, op: str, **args: object) -> dict[str, object]:
+        """One request, one reply; the monitor's error comes back as its exception."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.path)
+            s.sendall(wire.encode({"op": op, **args}))
+            buf = b""
+            while b"\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise SystemFailure(f"pallet-monitor closed the connection during {op}",
+                                        op="monitor")
+                buf += chunk
+        finally:
+            s.close()
+        reply = wire.decode(buf.partition(b"\n")[0])
+        wire.raise_error(reply)
+        return reply
+
+    async def open_stream(self, op: str, **args: object) -> tuple[
+            asyncio.StreamReader, asyncio.StreamWriter, dict[str, object]]:
+        """A connection switched to ``op``'s stream mode (attach, watch), and the reply."""
+        reader, writer = await asyncio.open_unix_connection(self.path, limit=1 << 22)
+        writer.write(wire.encode({"op": op, **args}))
+        await writer.drain()
+        line = await reader.readline()
+        if not line:
+            writer.close()
+            raise SystemFailure(f"pallet-monitor closed the connection during {op}",
+                                op="monitor")
+        reply = wire.decode(line)
+        try:
+            wire.raise_error(reply)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer, reply
+
+
+def _repo_path() -> str:
+    """Where the ``pallet`` package lives, for a monitor started by a checkout's palletd."""
+    import pallet
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(pallet.__file__)))

@@ -1,0 +1,6 @@
+"""pallet-monitor: one per host, the parent of every container palletd starts.
+
+It forks each container's init from runtime code imported once (``server``), holds the
+containers' stdio, writes their logs (``logfile``), serves attach streams and writes
+each exit record atomically. palletd speaks to it over a unix socket (``wire``).
+"""

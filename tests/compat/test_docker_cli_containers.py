@@ -1,0 +1,322 @@
+"""The real docker CLI runs containers on palletd: what a user types, what a user sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from tests.compat.test_docker_cli_images import import_busybox
+from tests.support.palletd import Palletd, start_palletd, stop_palletd
+
+pytestmark = pytest.mark.root
+
+IMAGE = "pallet-test/busybox:run"
+
+
+@pytest.fixture(scope="module")
+def pd() -> Iterator[Palletd]:
+    base = tempfile.mkdtemp(prefix="pallet-test-run-")
+    d = start_palletd(base)
+    try:
+        import_busybox(d, IMAGE, 'CMD ["sh"]', "ENV FROM_IMAGE=yes", "WORKDIR /tmp")
+        yield d
+    finally:
+        d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
+        stop_palletd(d)
+        subprocess.run(["rm", "-rf", base], check=False)
+
+
+@pytest.fixture
+def names(pd: Palletd) -> Iterator[list[str]]:
+    """Containers a test names; removed at its end whatever happened."""
+    made: list[str] = []
+    yield made
+    if made:
+        pd.docker("rm", "-f", *made, check=False)
+
+
+def run(pd: Palletd, *args: str, stdin: str | None = None,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], env=pd.env, capture_output=True, text=True,
+                          input=stdin, timeout=timeout, check=False)
+
+
+def inspect(pd: Palletd, name: str) -> dict[str, object]:
+    out: dict[str, object] = json.loads(pd.docker("inspect", name).stdout)[0]
+    return out
+
+
+def test_run_rm_prints_and_leaves_nothing(pd: Palletd) -> None:
+    before = pd.docker("ps", "-aq").stdout
+    out = run(pd, "run", "--rm", IMAGE, "echo", "hello from pallet")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "hello from pallet\n"
+    assert pd.docker("ps", "-aq").stdout == before
+    # no snapshot mount of a removed container survives
+    with open("/proc/self/mountinfo") as f:
+        assert os.path.join(pd.data_root, "snapshots") not in f.read()
+
+
+def test_exit_code_and_streams(pd: Palletd) -> None:
+    out = run(pd, "run", "--rm", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
+
+
+def test_image_config_is_honoured(pd: Palletd) -> None:
+    out = run(pd, "run", "--rm", "-e", "MINE=1", "-w", "/etc", "-u", "1000:1001",
+              "--hostname", "box1", IMAGE, "sh", "-c",
+              'echo $FROM_IMAGE $MINE $(pwd) $(id -u):$(id -g) $(hostname) $HOSTNAME')
+    assert out.stdout.split() == ["yes", "1", "/etc", "1000:1001", "box1", "box1"]
+    out = run(pd, "run", "--rm", IMAGE, "pwd")
+    assert out.stdout == "/tmp\n"  # the image's WORKDIR
+    out = run(pd, "run", "--rm", "--entrypoint", "echo", IMAGE, "via", "entrypoint")
+    assert out.stdout == "via entrypoint\n"
+
+
+def test_stdin_is_piped_through(pd: Palletd) -> None:
+    data = "".join(f"line {i}\n" for i in range(20000))  # more than a pipe holds
+    out = run(pd, "run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo done", stdin=data)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == data + "done\n"
+
+
+def test_run_it_through_a_terminal(pd: Palletd) -> None:
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
+    proc = subprocess.Popen(
+        ["docker", "run", "-it", "--rm", IMAGE, "sh", "-c", "tty; stty size; exit 4"],
+        stdin=slave, stdout=slave, stderr=slave, env=pd.env, start_new_session=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=30) == 4
+    text = out.decode().replace("\r", "")
+    assert "/dev/pts/0\n" in text and "33 99\n" in text
+
+
+def test_detached_logs_ps_stop_rm(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-logger")
+    cid = pd.docker("run", "-d", "--name", "pt-logger", IMAGE, "sh", "-c",
+                    'trap "echo bye; exit 7" TERM; i=0; '
+                    'while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done'
+                    ).stdout.strip()
+    assert len(cid) == 64
+    time.sleep(0.6)
+    ps = pd.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout
+    assert f"{cid[:12]} pt-logger Up" in ps
+    assert pd.docker("ps", "-q", "--filter", "name=pt-logger").stdout.strip() == cid[:12]
+    logs = run(pd, "logs", "pt-logger")
+    assert logs.stdout.startswith("line 0\nline 1\n") and logs.stderr.startswith("err 0\n")
+    tail = run(pd, "logs", "--tail", "2", "pt-logger")  # the last two of both streams
+    last = tail.stdout.splitlines() + tail.stderr.splitlines()
+    assert len(last) == 2 and {ln.split()[0] for ln in last} == {"line", "err"}
+    stamped = run(pd, "logs", "-t", "pt-logger").stdout.splitlines()[0]
+    assert stamped.endswith(" line 0") and stamped[:4] == time.strftime("%Y")
+    # -f follows until the container stops
+    follow = subprocess.Popen(["docker", "logs", "-f", "--since", "0", "pt-logger"],
+                              env=pd.env, stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    pd.docker("stop", "pt-logger")
+    assert time.monotonic() - t0 < 5  # the trap answers SIGTERM: no 10 s wait
+    out, _ = follow.communicate(timeout=10)
+    assert out.startswith("line 0\n") and out.endswith("bye\n")
+    state = inspect(pd, "pt-logger")["State"]
+    assert isinstance(state, dict)
+    assert (state["Status"], state["ExitCode"], state["Running"]) == ("exited", 7, False)
+    assert "Exited (7)" in pd.docker("ps", "-a", "--filter", "name=pt-logger",
+                                     "--format", "{{.Status}}").stdout
+    pd.docker("rm", "pt-logger")
+    assert run(pd, "inspect", "pt-logger").returncode == 1
+
+
+def test_stop_kills_after_timeout(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-stubborn")
+    pd.docker("run", "-d", "--name", "pt-stubborn", IMAGE, "sh", "-c",
+              'trap "" TERM; while true; do sleep 0.1; done')
+    t0 = time.monotonic()
+    pd.docker("stop", "-t", "1", "pt-stubborn")
+    assert 0.9 < time.monotonic() - t0 < 5
+    assert inspect(pd, "pt-stubborn")["State"]["ExitCode"] == 137  # type: ignore[index]
+
+
+def test_kill_wait_restart_rename(pd: Palletd, names: list[str]) -> None:
+    names.extend(["pt-k1", "pt-k2"])
+    pd.docker("run", "-d", "--name", "pt-k1", IMAGE, "sh", "-c",
+              'trap "exit 42" USR1; while :; do sleep 0.1; done')
+    waiter = subprocess.Popen(["docker", "wait", "pt-k1"], env=pd.env,
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.2)
+    pd.docker("kill", "-s", "USR1", "pt-k1")
+    assert waiter.communicate(timeout=10)[0].strip() == "42"
+    pd.docker("restart", "pt-k1")
+    assert inspect(pd, "pt-k1")["State"]["Running"] is True  # type: ignore[index]
+    pd.docker("rename", "pt-k1", "pt-k2")
+    assert inspect(pd, "pt-k2")["Name"] == "/pt-k2"
+    pd.docker("kill", "pt-k2")
+    assert pd.docker("wait", "pt-k2").stdout.strip() == "137"
+    bad = run(pd, "kill", "pt-k2")
+    assert bad.returncode == 1 and "is not running" in bad.stderr
+
+
+def test_pause_freezes_a_busy_loop(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-busy")
+    pd.docker("run", "-d", "--name", "pt-busy", IMAGE, "sh", "-c", "while :; do :; done")
+    cid = inspect(pd, "pt-busy")["Id"]
+    pd.docker("pause", "pt-busy")
+    assert inspect(pd, "pt-busy")["State"]["Status"] == "paused"  # type: ignore[index]
+    usage = f"/sys/fs/cgroup/cpuacct{cgroup_of(pd)}/{cid}/cpuacct.usage"
+    with open(usage) as f:
+        a = int(f.read())
+    time.sleep(0.3)
+    with open(usage) as f:
+        b = int(f.read())
+    assert b - a < 10_000_000  # < 10 ms of CPU in 300 ms: frozen
+    pd.docker("unpause", "pt-busy")
+    time.sleep(0.3)
+    with open(usage) as f:
+        c = int(f.read())
+    assert c - b > 50_000_000
+    bad = run(pd, "unpause", "pt-busy")
+    assert bad.returncode == 1 and "is not paused" in bad.stderr
+
+
+def cgroup_of(pd: Palletd) -> str:
+    return "/" + os.path.basename(os.path.dirname(pd.socket))
+
+
+def test_limits_from_inside_and_outside(pd: Palletd, names: list[str]) -> None:
+    # --memory: an allocation over the limit is OOM-killed and inspect says so
+    names.append("pt-oom")
+    out = run(pd, "run", "--name", "pt-oom", "--memory", "32m", IMAGE, "tail", "/dev/zero")
+    assert out.returncode == 137
+    state = inspect(pd, "pt-oom")["State"]
+    assert isinstance(state, dict) and state["OOMKilled"] is True
+    # --pids-limit: a fork bomb hits the ceiling
+    out = run(pd, "run", "--rm", "--pids-limit", "10", IMAGE, "sh", "-c",
+              "cat /sys/fs/cgroup/pids/pids.max; for i in $(seq 30); do sleep 3 & done")
+    assert out.stdout == "10\n" and "can't fork" in out.stderr and out.returncode == 2
+    # --cpus: the quota in the container's cgroup
+    names.append("pt-cpu")
+    pd.docker("run", "-d", "--name", "pt-cpu", "--cpus", "0.5", IMAGE, "sleep", "30")
+    cid = inspect(pd, "pt-cpu")["Id"]
+    with open(f"/sys/fs/cgroup/cpu{cgroup_of(pd)}/{cid}/cpu.cfs_quota_us") as f:
+        assert f.read().strip() == "50000"
+
+
+def test_bad_input_is_refused_cleanly(pd: Palletd, names: list[str]) -> None:
+    before = pd.docker("ps", "-aq").stdout
+    out = run(pd, "run", "--rm", IMAGE, "no-such-command")
+    assert out.returncode == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in out.stderr
+    out = run(pd, "run", "--rm", "--memory", "12zb", IMAGE, "true")
+    assert out.returncode == 125 and "invalid" in out.stderr.lower()
+    out = run(pd, "create", "--name", "bad name", IMAGE)
+    assert out.returncode == 1 and "Invalid container name" in out.stderr
+    # 404 "No such image" makes the CLI fall back to a pull (of a registry that is not
+    # there: a closed port on loopback)
+    out = run(pd, "create", "127.0.0.1:9/pallet-test/no-such-image:1")
+    assert out.returncode == 1 and "Unable to find image" in out.stderr
+    status, _, body = pd.request("POST", "/v1.44/containers/create", json.dumps(
+        {"Image": "127.0.0.1:9/pallet-test/no-such-image:1"}).encode())
+    assert status == 404 and b"No such image: 127.0.0.1:9/pallet-test/no-such-image:1" in body
+    assert pd.docker("ps", "-aq").stdout == before
+    names.append("pt-dup")
+    pd.docker("create", "--name", "pt-dup", IMAGE)
+    dup = run(pd, "create", "--name", "pt-dup", IMAGE)
+    assert dup.returncode == 1 and 'The container name "/pt-dup" is already in use' \
+        in dup.stderr
+    status, _, body = pd.request("POST", "/v1.44/containers/create?name=pt-dup",
+                                 json.dumps({"Image": IMAGE}).encode())
+    assert status == 409 and b"already in use" in body
+    running = run(pd, "rm", "pt-dup")
+    assert running.returncode == 0
+
+
+def test_rm_running_needs_force(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-run")
+    pd.docker("run", "-d", "--name", "pt-run", IMAGE, "sleep", "100")
+    out = run(pd, "rm", "pt-run")
+    assert out.returncode == 1 and "You cannot remove a running container" in out.stderr
+    pd.docker("rm", "-f", "pt-run")
+    assert run(pd, "inspect", "pt-run").returncode == 1
+
+
+def test_inspect_shape(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-shape")
+    pd.docker("create", "--name", "pt-shape", "-l", "team=pallet", "--memory", "64m",
+              "--restart", "on-failure:3", IMAGE, "echo", "x")
+    info = inspect(pd, "pt-shape")
+    for key in ("Id", "Created", "Path", "Args", "State", "Image", "ResolvConfPath",
+                "HostnamePath", "HostsPath", "LogPath", "Name", "RestartCount", "Driver",
+                "Platform", "HostConfig", "Config", "GraphDriver", "Mounts",
+                "NetworkSettings"):
+        assert key in info, key
+    cfg, hc = info["Config"], info["HostConfig"]
+    assert isinstance(cfg, dict) and isinstance(hc, dict)
+    assert cfg["Labels"] == {"team": "pallet"} and "FROM_IMAGE=yes" in cfg["Env"]
+    assert hc["Memory"] == 64 * 1024 * 1024
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert info["Path"] == "echo" and info["Args"] == ["x"]
+    assert info["State"]["Status"] == "created"  # type: ignore[index]
+
+
+def test_palletd_sigkill_loses_nothing(pd: Palletd, names: list[str]) -> None:
+    """kill -9 palletd while containers run and log; one exits meanwhile."""
+    names.extend(["pt-crash-logger", "pt-crash-sleeper"])
+    pd.docker("run", "-d", "--name", "pt-crash-logger", IMAGE, "sh", "-c",
+              "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; exit 9")
+    pd.docker("run", "-d", "--name", "pt-crash-sleeper", IMAGE, "sleep", "100")
+    time.sleep(0.3)
+    pd.proc.kill()
+    pd.proc.wait()
+    time.sleep(2.5)  # the logger ends while palletd is down
+    base = os.path.dirname(pd.socket)
+    new = start_palletd(base)
+    pd.proc = new.proc
+    state = inspect(pd, "pt-crash-logger")["State"]
+    assert isinstance(state, dict)
+    assert (state["Status"], state["ExitCode"]) == ("exited", 9)
+    logs = pd.docker("logs", "pt-crash-logger").stdout.splitlines()
+    assert logs == [f"line {i}" for i in range(40)]
+    assert inspect(pd, "pt-crash-sleeper")["State"]["Running"] is True  # type: ignore[index]
+    assert pd.docker("ps", "-q", "--filter",
+                     "name=pt-crash-sleeper").stdout.strip()
+
+
+def test_docker_py_containers(pd: Palletd) -> None:
+    client = docker.DockerClient(base_url=pd.host)
+    try:
+        out = client.containers.run(IMAGE, ["sh", "-c", "echo from docker-py"], remove=True)
+        assert out == b"from docker-py\n"
+        c = client.containers.run(IMAGE, ["sh", "-c", "echo a; sleep 0.2; echo b"],
+                                  detach=True)
+        assert c.wait(timeout=10)["StatusCode"] == 0
+        assert c.logs() == b"a\nb\n"
+        c.reload()
+        assert c.status == "exited"
+        c.remove()
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.containers.create("127.0.0.1:9/pallet-test/missing:1")
+    finally:
+        client.close()
