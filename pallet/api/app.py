@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 import pallet
-from pallet.api import containers, distribution, images, system, transfer
+from pallet.api import containers, distribution, execs, images, system, transfer
 from pallet.api.errors import errors_middleware
 from pallet.api.versions import API_VERSION, version_middleware
 from pallet.engine.daemon import Engine
@@ -33,6 +33,7 @@ def make_app(engine: Engine) -> web.Application:
 
     system.add_routes(add)
     containers.add_routes(add)
+    execs.add_routes(add)
     images.add_routes(add)
     transfer.add_routes(add)
     distribution.add_routes(add)

@@ -149,8 +149,11 @@ async def wait(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)  # the docker CLI waits for this head before it starts
     result = await svc.wait(_id(request), condition)
-    await resp.write(json.dumps(result).encode() + b"\n")
-    await resp.write_eof()
+    try:
+        await resp.write(json.dumps(result).encode() + b"\n")
+        await resp.write_eof()
+    except ConnectionError:
+        pass  # the client stopped waiting
     return resp
 
 
@@ -285,7 +288,11 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 lambda: [e for e in logfile.entries(doc["LogPath"]) if e.stream in want])
             await hj.write(b"".join(_render(e, tty, False) for e in entries))
         if params.boolean(q.get("stream")):
-            await _pump(svc, doc, hj, want_in, want_out, want_err, tty, keys)
+            reader, writer, _ = await svc.monitor.open_stream(
+                "attach", id=doc["Id"], stdin=want_in, stdout=want_out, stderr=want_err,
+                wait_start=not doc["State"]["Running"])
+            if await pump(reader, writer, hj, want_in, tty, keys):
+                svc._event(doc, "detach")
     except (ConnectionError, NotFound):
         pass
     finally:
@@ -293,13 +300,10 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return hj.response
 
 
-async def _pump(svc: ContainerService, doc: dict[str, Any], hj: hijack.Hijacked,
-                want_in: bool, want_out: bool, want_err: bool, tty: bool,
-                keys: bytes) -> None:
-    running = doc["State"]["Running"]
-    reader, writer, _ = await svc.monitor.open_stream(
-        "attach", id=doc["Id"], stdin=want_in, stdout=want_out, stderr=want_err,
-        wait_start=not running)
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               hj: hijack.Hijacked, want_in: bool, tty: bool, keys: bytes) -> bool:
+    """Copy between the client and a monitor stream until the output ends (or the
+    client detaches, or goes away); True if the client detached with ``keys``."""
     detached = asyncio.Event()
 
     async def output() -> None:
@@ -345,8 +349,7 @@ async def _pump(svc: ContainerService, doc: dict[str, Any], hj: hijack.Hijacked,
     det_task = asyncio.create_task(detached.wait())
     try:
         await asyncio.wait({out_task, det_task}, return_when=asyncio.FIRST_COMPLETED)
-        if detached.is_set() and not hj.closed():
-            svc._event(doc, "detach")
+        return detached.is_set() and not hj.closed()
     finally:
         for t in (out_task, in_task, det_task):
             t.cancel()

@@ -86,6 +86,8 @@ class ContainerService:
         self._exits: dict[str, list[asyncio.Future[None]]] = {}
         self._removals: dict[str, list[asyncio.Future[None]]] = {}
         self.ready = asyncio.Event()  # set once the monitor's view is folded in
+        self.execs: dict[str, dict[str, Any]] = {}  # exec id -> its record (not kept)
+        self._exec_exits: dict[str, list[asyncio.Future[None]]] = {}
         images.in_use = self._image_in_use
 
     # --- lookup ------------------------------------------------------------------------------
@@ -391,6 +393,124 @@ class ContainerService:
                 raise
         self._event(doc, "rename", oldName=old)
 
+    # --- exec ---------------------------------------------------------------------------------
+
+    def exec_create(self, ref: str, body: dict[str, Any]) -> dict[str, str]:
+        doc = self.get(ref)
+        st = doc["State"]
+        if not st["Running"]:
+            raise Conflict(f"Container {doc['Id']} is not running")
+        if st["Paused"]:
+            raise Conflict(f"Container {doc['Id']} is paused, unpause the container before "
+                           "exec")
+        cmd = body.get("Cmd") or []
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if not cmd:
+            raise InvalidArgument("No exec command specified")
+        eid = secrets.token_hex(32)
+        ex = {
+            "ID": eid, "ContainerID": doc["Id"], "Running": False, "ExitCode": None,
+            "Pid": 0, "CanRemove": False, "DetachKeys": body.get("DetachKeys") or "",
+            "OpenStdin": bool(body.get("AttachStdin")),
+            "OpenStdout": bool(body.get("AttachStdout")),
+            "OpenStderr": bool(body.get("AttachStderr")),
+            "ProcessConfig": {"tty": bool(body.get("Tty")), "entrypoint": cmd[0],
+                              "arguments": cmd[1:], "privileged": bool(body.get("Privileged")),
+                              "user": body.get("User") or ""},
+            "Env": list(body.get("Env") or []), "WorkingDir": body.get("WorkingDir") or "",
+            "ConsoleSize": body.get("ConsoleSize"),
+        }
+        with self._lock:
+            self.execs[eid] = ex
+            doc["ExecIDs"] = [*(doc.get("ExecIDs") or []), eid]
+        self._event(doc, "exec_create: " + " ".join(cmd), execID=eid)
+        return {"Id": eid}
+
+    def exec_get(self, eid: str) -> dict[str, Any]:
+        ex = self.execs.get(eid)
+        if ex is None:
+            raise NotFound(f"No such exec instance: {eid}", obj=eid)
+        return ex
+
+    def exec_process(self, ex: dict[str, Any], tty: bool) -> dict[str, Any]:
+        """The OCI process to run: the container's, with the exec's command and options."""
+        doc = self.get(ex["ContainerID"])
+        if not doc["State"]["Running"]:
+            raise Conflict(f"Container {doc['Id']} is not running")
+        with open(os.path.join(self.run_root, doc["Id"], "config.json"), "rb") as f:
+            spec = jsonfast.loads(f.read())
+        proc: dict[str, Any] = dict(spec["process"])
+        pc = ex["ProcessConfig"]
+        proc["args"] = [pc["entrypoint"], *pc["arguments"]]
+        proc["terminal"] = tty
+        proc.pop("consoleSize", None)
+        if tty and ex.get("ConsoleSize") and any(ex["ConsoleSize"]):
+            proc["consoleSize"] = {"height": int(ex["ConsoleSize"][0]),
+                                   "width": int(ex["ConsoleSize"][1])}
+        env = list(proc.get("env") or [])
+        for e in ex["Env"]:
+            key = e.partition("=")[0]
+            env = [x for x in env if x.partition("=")[0] != key] + [e]
+        if tty and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")
+        proc["env"] = env
+        if ex["WorkingDir"]:
+            proc["cwd"] = ex["WorkingDir"]
+        if pc["user"]:
+            rootfs = os.path.join(self.snapshots.path(doc["Id"]), "merged")
+            uid, gid, groups = resolve_user(rootfs, pc["user"],
+                                            doc["HostConfig"].get("GroupAdd") or [])
+            proc["user"] = {"uid": uid, "gid": gid, "additionalGids": sorted({gid, *groups})}
+        if pc["privileged"]:
+            proc["capabilities"] = {k: list(ocispec.ALL_CAPS)
+                                    for k in ("bounding", "effective", "permitted")}
+        return proc
+
+    async def exec_start(self, eid: str, detach: bool, tty: bool | None = None) -> tuple[
+            asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Start the exec; unless ``detach``, the monitor stream of its stdio."""
+        ex = self.exec_get(eid)
+        with self._lock:
+            if ex.get("Started"):
+                raise Conflict(f"Exec instance {eid} has already been started")
+            ex["Started"] = True
+        tty = ex["ProcessConfig"]["tty"] if tty is None else tty
+        proc = await asyncio.to_thread(self.exec_process, ex, bool(tty))
+        args: dict[str, object] = {
+            "id": eid, "container": ex["ContainerID"], "process": proc,
+            "stdin": ex["OpenStdin"] and not detach, "stdout": ex["OpenStdout"],
+            "stderr": ex["OpenStderr"], "detach": detach}
+        self._exec_exits.setdefault(eid, [])
+        try:
+            if detach:
+                reply = await asyncio.to_thread(self.monitor.call, "exec", **args)
+                stream = None
+            else:
+                reader, writer, reply = await self.monitor.open_stream("exec", **args)
+                stream = (reader, writer)
+        except PalletError as exc:
+            ex.update(Running=False, ExitCode=_start_exit_code(str(exc)))
+            raise
+        ex.update(Running=True, Pid=int(str(reply["pid"])))
+        doc = self.get(ex["ContainerID"])
+        self._event(doc, "exec_start: " + " ".join([ex["ProcessConfig"]["entrypoint"],
+                                                    *ex["ProcessConfig"]["arguments"]]),
+                    execID=eid)
+        return stream
+
+    async def exec_wait(self, eid: str, timeout: float = 5.0) -> None:
+        """Until the exec's exit is recorded (its stream may end a moment before)."""
+        ex = self.exec_get(eid)
+        if not ex["Running"]:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._exec_exits.setdefault(eid, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+
     # --- exits ------------------------------------------------------------------------------
 
     async def follow_monitor(self) -> None:
@@ -435,6 +555,10 @@ class ContainerService:
 
     async def _exited(self, rec: dict[str, Any]) -> None:
         cid = str(rec.get("id"))
+        if rec.get("container"):
+            self._exec_exited(cid, rec)
+            await asyncio.to_thread(self._forget, cid)
+            return
         doc = self.docs.get(cid)
         if doc is None:
             await asyncio.to_thread(self._forget, cid)
@@ -451,6 +575,17 @@ class ContainerService:
                 await asyncio.to_thread(self._remove_stopped, doc)
             except PalletError:
                 pass
+
+    def _exec_exited(self, eid: str, rec: dict[str, Any]) -> None:
+        ex = self.execs.get(eid)
+        if ex is not None:
+            ex.update(Running=False, Pid=0, ExitCode=int(rec.get("exitCode") or 0))
+            doc = self.docs.get(ex["ContainerID"])
+            if doc is not None:
+                self._event(doc, "exec_die", execID=eid, exitCode=str(ex["ExitCode"]))
+        for fut in self._exec_exits.pop(eid, []):
+            if not fut.done():
+                fut.set_result(None)
 
     def _record_exit(self, doc: dict[str, Any], rec: dict[str, Any]) -> None:
         with self._lock:
@@ -542,6 +677,8 @@ class ContainerService:
         with self._lock:
             self.db.delete(cid)
             self.docs.pop(cid, None)
+            for eid in doc.get("ExecIDs") or []:
+                self.execs.pop(eid, None)
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._removed, cid)

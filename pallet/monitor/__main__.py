@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     # Imported once here, so that forking a container's init imports nothing.
     import pallet.runtime.cgroups
     import pallet.runtime.console
+    import pallet.runtime.execproc
     import pallet.runtime.hooks
     import pallet.runtime.process
     import pallet.runtime.rootfs

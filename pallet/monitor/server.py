@@ -23,6 +23,7 @@ import time
 from pallet.errors import InvalidArgument, InvalidState, NotFound
 from pallet.monitor import logfile, wire
 from pallet.oci import jsonfast
+from pallet.oci import spec as ocispec
 from pallet.runtime import container, lifecycle, state
 
 DRAIN_SECONDS = 2.0
@@ -34,8 +35,9 @@ EXIT_RECORD = "exit.json"
 class Box:
     """One container the monitor is the parent of."""
 
-    def __init__(self, cid: str, state_dir: str, tty: bool) -> None:
+    def __init__(self, cid: str, state_dir: str, tty: bool, container: str = "") -> None:
         self.id = cid
+        self.container = container  # for a process exec'd in a container: that container
         self.state_dir = state_dir
         self.tty = tty
         self.pid = 0
@@ -56,7 +58,8 @@ class Box:
         self.done = False
 
     def record(self) -> dict[str, object]:
-        return {"id": self.id, "pid": self.pid, "running": not self.done,
+        return {"id": self.id, "container": self.container, "pid": self.pid,
+                "running": not self.done,
                 "exitCode": self.exit_code if self.done else None,
                 "startedAt": self.started_at, "finishedAt": self.finished_at,
                 "oomKilled": self.oom_killed}
@@ -373,6 +376,111 @@ class Monitor:
             self.out_fds[fd] = box
             self.ep.register(fd, select.EPOLLIN)
 
+    def op_exec(self, conn: Conn, msg: dict[str, object]) -> dict[str, object] | None:
+        """Start one more process in a running container; unless ``detach``, the
+        connection becomes its attach stream (after the reply)."""
+        eid, cid = str(msg["id"]), str(msg["container"])
+        owner = self.boxes.get(cid)
+        if owner is None or owner.done:
+            raise InvalidState(f"container {cid} is not running", obj=cid)
+        if eid in self.boxes:
+            raise InvalidState(f"exec {eid} was started already", obj=eid)
+        proc = msg.get("process")
+        if not isinstance(proc, dict):
+            raise InvalidArgument("exec: process missing")
+        proc_spec = ocispec.Process(proc)
+        box = Box(eid, "", proc_spec.terminal, container=cid)
+        box.stdin_once = True  # an exec's stdin ends with its client's
+        try:
+            self._spawn_exec(box, cid, proc_spec, bool(msg.get("stdin")))
+        except BaseException:
+            self._close_fds(box)
+            raise
+        self.boxes[eid] = box
+        self.by_pid[box.pid] = box
+        box.started_at = time.time()
+        reply: dict[str, object] = {"ok": True, "pid": box.pid}
+        if msg.get("detach"):
+            return reply
+        self._send(conn, wire.encode(reply))
+        conn.mode = "attach"
+        conn.box_id = eid
+        conn.stdin = bool(msg.get("stdin"))
+        conn.streams = (bool(msg.get("stdout", True)), bool(msg.get("stderr", True)))
+        self._attach_to(box, conn)
+        return None
+
+    def _spawn_exec(self, box: Box, cid: str, proc_spec: ocispec.Process,
+                    open_stdin: bool) -> None:
+        """A child of ours joins the container and forks the process, then exits: the
+        process is re-parented to us (the subreaper), and our namespaces stay ours."""
+        from pallet.runtime import execproc, ttyrelay
+
+        theirs: list[int] = []
+        relay = console = -1
+        stdio: tuple[int, int, int] | None = None
+        try:
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            theirs.append(null)
+            if box.tty:
+                relay, console = ttyrelay.socketpair()
+                theirs.append(console)
+            else:
+                stdin = null
+                if open_stdin:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    theirs.append(r)
+                    box.stdin = w
+                    os.set_blocking(w, False)
+                    stdin = r
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                theirs += [out_w, err_w]
+                box.outputs = {out_r: "stdout", err_r: "stderr"}
+                stdio = (stdin, out_w, err_w)
+            rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+            child = os.fork()
+            if child == 0:
+                try:
+                    os.close(rep_r)
+                    if stdio is not None:
+                        for target, fd in enumerate(stdio):
+                            os.dup2(fd, target)
+                    ctr = state.load(self.runtime_root, cid)
+                    pid = execproc.start_in(ctr, proc_spec, console_fd=console)
+                    os.write(rep_w, b"P%d" % pid)
+                except BaseException as exc:
+                    os.write(rep_w, b"E" + wire.encode(wire.error_reply(exc)))
+                finally:
+                    os._exit(0)
+            os.close(rep_w)
+            report = b""
+            while chunk := os.read(rep_r, 65536):
+                report += chunk
+            os.close(rep_r)
+            os.waitpid(child, 0)
+            if report[:1] != b"P":
+                err = wire.decode(report[1:]) if report[:1] == b"E" else {
+                    "ok": False, "error": "exec: the process died before it started"}
+                wire.raise_error(err)
+            box.pid = int(report[1:])
+            if box.tty:
+                box.master = ttyrelay.recv_master(relay)
+                relay = -1
+                os.set_blocking(box.master, False)
+                box.outputs = {box.master: "stdout"}
+                if open_stdin:
+                    box.stdin = box.master
+        finally:
+            for fd in theirs:
+                os.close(fd)
+            if relay >= 0:
+                os.close(relay)
+        for fd in box.outputs:
+            os.set_blocking(fd, False)
+            self.out_fds[fd] = box
+            self.ep.register(fd, select.EPOLLIN)
+
     def op_kill(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
         box = self._box(msg)
         if box.done:
@@ -607,6 +715,8 @@ class Monitor:
                     self._finish(box)
 
     def _oom_killed(self, box: Box) -> bool:
+        if box.container:
+            return False
         try:
             ctr = state.load(self.runtime_root, box.id)
         except (NotFound, InvalidState):
@@ -628,34 +738,38 @@ class Monitor:
         if box.log is not None:
             box.log.close()
             box.log = None
-        try:
-            lifecycle.delete(state.load(self.runtime_root, box.id), force=True)
-        except NotFound:
-            pass
-        except Exception as exc:  # the exit must be recorded even if cleanup fails
-            _warn(f"cleaning up container {box.id}: {exc}")
+        if not box.container:
+            try:
+                lifecycle.delete(state.load(self.runtime_root, box.id), force=True)
+            except NotFound:
+                pass
+            except Exception as exc:  # the exit must be recorded even if cleanup fails
+                _warn(f"cleaning up container {box.id}: {exc}")
         rec = box.record()
-        try:
-            state.write_atomic(os.path.join(box.state_dir, EXIT_RECORD),
-                               jsonfast.dumps(rec).encode(), 0o600, durable=True)
-        except OSError as exc:
-            _warn(f"writing the exit record of {box.id}: {exc}")
-        for conn in list(box.attached):
-            self._finish_conn(conn)
-        box.attached.clear()
+        if box.state_dir:
+            try:
+                state.write_atomic(os.path.join(box.state_dir, EXIT_RECORD),
+                                   jsonfast.dumps(rec).encode(), 0o600, durable=True)
+            except OSError as exc:
+                _warn(f"writing the exit record of {box.id}: {exc}")
+        # The feed first: whoever reads an attach stream's end may ask for the exit code.
         event = wire.encode({"event": "exit", **rec})
         for conn in list(self.conns.values()):
             if conn.mode == "watch":
                 self._send(conn, event)
+        for conn in list(box.attached):
+            self._finish_conn(conn)
+        box.attached.clear()
 
     def _forget(self, box: Box) -> None:
         self.boxes.pop(box.id, None)
         if self.by_pid.get(box.pid) is box:
             del self.by_pid[box.pid]
-        try:
-            os.unlink(os.path.join(box.state_dir, EXIT_RECORD))
-        except FileNotFoundError:
-            pass
+        if box.state_dir:
+            try:
+                os.unlink(os.path.join(box.state_dir, EXIT_RECORD))
+            except FileNotFoundError:
+                pass
 
 
 def _warn(text: str) -> None:

@@ -280,24 +280,9 @@ def verb_exec(root: str, a: Args) -> int:
     if console_socket and not proc_spec.terminal:
         raise InvalidArgument("cannot use console socket if pallet-runtime will not allocate tty")
     cg_paths = sub_cgroup_paths(ctr.cgroup_paths, a.list("cgroup"))
-
-    lock = ctr.lock()
-    try:
-        _check_status(ctr, a.bool("ignore_paused"))
-        ns_fds, parent_ns = _open_namespaces(ctr)
-    finally:
-        os.close(lock)
-    fds_to_close = [fd for fd, _ in ns_fds + parent_ns]
-    filt = None
+    console_fd = -1
     relay_fd = -1
     try:
-        spec = ocispec.Spec(ctr.config)
-        if spec.linux.seccomp is not None:
-            from pallet.runtime import seccomp
-
-            # compiled now, while libseccomp is reachable; loaded by the child
-            filt = seccomp.prepare(spec.linux.seccomp)
-        console_fd = -1
         if proc_spec.terminal:
             from pallet.runtime import console
 
@@ -308,22 +293,16 @@ def verb_exec(root: str, a: Args) -> int:
                 from pallet.runtime import ttyrelay
 
                 relay_fd, console_fd = ttyrelay.socketpair()
-            fds_to_close.append(console_fd)
-        # Used by the child after setns(mnt), where nothing can be imported any more.
-        import resource  # noqa: F401 - process.set_rlimits
-        import signal  # noqa: F401 - _child_setup
-
-        pid = _spawn(proc_spec, ns_fds, parent_ns, preserve, console_fd, filt, cg_paths,
-                     forward_signals=not detach, keyring=f"_ses.{ctr.id}")
+        pid = start_in(ctr, proc_spec, preserve=preserve, console_fd=console_fd,
+                       cg_paths=cg_paths, forward_signals=not detach,
+                       ignore_paused=a.bool("ignore_paused"))
     except BaseException:
         if relay_fd >= 0:
             os.close(relay_fd)
         raise
     finally:
-        for fd in fds_to_close:
-            os.close(fd)
-        if filt is not None:
-            filt.filter.release()
+        if console_fd >= 0:
+            os.close(console_fd)
 
     try:
         master = -1
@@ -349,6 +328,46 @@ def verb_exec(root: str, a: Args) -> int:
     from pallet.runtime.lifecycle import wait_exit
 
     return wait_exit(pid)  # signals are forwarded since the fork
+
+
+def start_in(ctr: state.Container, proc_spec: ocispec.Process, *, preserve: int = 0,
+             console_fd: int = -1, cg_paths: dict[str, str] | None = None,
+             forward_signals: bool = False, ignore_paused: bool = False) -> int:
+    """Start ``proc_spec`` in the running container ``ctr``; its pid once it has exec'd.
+
+    Joins the pid and time namespaces itself (they place the children it forks next):
+    callers that live on (pallet-monitor) call it in a child of their own.
+    """
+    lock = ctr.lock()
+    try:
+        _check_status(ctr, ignore_paused)
+        ns_fds, parent_ns = _open_namespaces(ctr)
+    finally:
+        os.close(lock)
+    filt = None
+    try:
+        spec = ocispec.Spec(ctr.config)
+        if spec.linux.seccomp is not None:
+            from pallet.runtime import seccomp
+
+            # compiled now, while libseccomp is reachable; loaded by the child
+            filt = seccomp.prepare(spec.linux.seccomp)
+        # Used by the child after setns(mnt), where nothing can be imported any more.
+        import resource  # noqa: F401 - process.set_rlimits
+        import signal  # noqa: F401 - _child_setup
+
+        if proc_spec.terminal:
+            from pallet.runtime import console
+
+            console.preload()
+        return _spawn(proc_spec, ns_fds, parent_ns, preserve, console_fd, filt,
+                      ctr.cgroup_paths if cg_paths is None else cg_paths,
+                      forward_signals=forward_signals, keyring=f"_ses.{ctr.id}")
+    finally:
+        for fd, _ in ns_fds + parent_ns:
+            os.close(fd)
+        if filt is not None:
+            filt.filter.release()
 
 
 def _check_status(ctr: state.Container, ignore_paused: bool) -> None:

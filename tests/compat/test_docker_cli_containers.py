@@ -89,28 +89,9 @@ def test_stdin_is_piped_through(pd: Palletd) -> None:
 
 
 def test_run_it_through_a_terminal(pd: Palletd) -> None:
-    master, slave = pty.openpty()
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
-    proc = subprocess.Popen(
-        ["docker", "run", "-it", "--rm", IMAGE, "sh", "-c", "tty; stty size; exit 4"],
-        stdin=slave, stdout=slave, stderr=slave, env=pd.env, start_new_session=True)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    assert proc.wait(timeout=30) == 4
-    text = out.decode().replace("\r", "")
+    text, code = read_pty(["docker", "run", "-it", "--rm", IMAGE, "sh", "-c",
+                           "tty; stty size; exit 4"], pd.env)
+    assert code == 4
     assert "/dev/pts/0\n" in text and "33 99\n" in text
 
 
@@ -304,6 +285,63 @@ def test_palletd_sigkill_loses_nothing(pd: Palletd, names: list[str]) -> None:
                      "name=pt-crash-sleeper").stdout.strip()
 
 
+def read_pty(argv: list[str], env: dict[str, str], rows: int = 33,
+             cols: int = 99) -> tuple[str, int]:
+    """Run ``argv`` on a terminal of its own (as a user's shell would); its output, code."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out.decode().replace("\r", ""), proc.wait(timeout=30)
+
+
+def test_exec_joins_the_container(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-exec")
+    pd.docker("run", "-d", "--name", "pt-exec", "--hostname", "exechost", IMAGE,
+              "sleep", "100")
+    out = run(pd, "exec", "pt-exec", "sh", "-c", "hostname; echo err >&2; exit 6")
+    assert (out.returncode, out.stdout, out.stderr) == (6, "exechost\n", "err\n")
+    out = run(pd, "exec", "-i", "pt-exec", "cat", stdin="through stdin\n")
+    assert out.stdout == "through stdin\n"
+    out = run(pd, "exec", "-u", "1000", "-w", "/etc", "-e", "X=y", "pt-exec", "sh", "-c",
+              "id -u; pwd; echo $X; echo $FROM_IMAGE")
+    assert out.stdout.split() == ["1000", "/etc", "y", "yes"]
+    # the same pid namespace and cgroup as the container's init
+    out = run(pd, "exec", "pt-exec", "sh", "-c", "ps -o pid,comm | grep -w sleep")
+    assert out.stdout.split()[:2] == ["1", "sleep"]
+    cid = inspect(pd, "pt-exec")["Id"]
+    procs = f"/sys/fs/cgroup/pids{cgroup_of(pd)}/{cid}/cgroup.procs"
+    out = run(pd, "exec", "pt-exec", "sh", "-c", "cat /proc/self/cgroup | grep pids")
+    assert out.stdout.strip().endswith(f"/{cid}") and os.path.exists(procs)
+    pd.docker("exec", "-d", "pt-exec", "sh", "-c", "sleep 0.3; touch /tmp/detached")
+    time.sleep(1)
+    assert run(pd, "exec", "pt-exec", "ls", "/tmp/detached").returncode == 0
+    text, code = read_pty(["docker", "exec", "-it", "pt-exec", "sh", "-c",
+                           "tty; stty size; exit 3"], pd.env, 20, 70)
+    assert code == 3 and "/dev/pts/" in text and "20 70\n" in text
+    out = run(pd, "exec", "pt-exec", "no-such-command")
+    assert out.returncode == 127 and "executable file not found" in out.stdout + out.stderr
+    assert len(inspect(pd, "pt-exec")["ExecIDs"]) >= 7  # type: ignore[arg-type]
+    pd.docker("stop", "-t", "0", "pt-exec")
+    out = run(pd, "exec", "pt-exec", "true")
+    assert out.returncode == 1 and "is not running" in out.stderr
+
+
 def test_docker_py_containers(pd: Palletd) -> None:
     client = docker.DockerClient(base_url=pd.host)
     try:
@@ -316,6 +354,10 @@ def test_docker_py_containers(pd: Palletd) -> None:
         c.reload()
         assert c.status == "exited"
         c.remove()
+        c = client.containers.run(IMAGE, ["sleep", "100"], detach=True)
+        code, output = c.exec_run(["sh", "-c", "echo in exec; exit 2"])
+        assert (code, output) == (2, b"in exec\n")
+        c.remove(force=True)
         with pytest.raises(docker.errors.ImageNotFound):
             client.containers.create("127.0.0.1:9/pallet-test/missing:1")
     finally:
