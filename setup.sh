@@ -44,34 +44,16 @@ ln -sf "$here/.venv/bin/pallet-runtime" /usr/local/bin/pallet-runtime
 ln -sf "$here/.venv/bin/pallet" /usr/local/bin/pallet
 ln -sf "$here/.venv/bin/palletd" /usr/local/bin/palletd
 
-# pallet's main job, for now: palletd serving the Engine API with a base image made
-# here, and a container run by pallet-runtime. (Containers through palletd come next.)
+# pallet's main job: palletd serving the Engine API (its pallet-monitor holds the
+# containers), a base image made here with no registry, and a container run through it.
 scripts/palletd-service start
 if ! pallet image inspect busybox:latest >/dev/null 2>&1; then
     echo "==> pallet image bootstrap busybox"
     pallet image bootstrap busybox
 fi
 pallet images
+echo "==> pallet run --rm busybox ..."
+pallet run --rm --hostname pallet-demo --memory 64m busybox \
+    sh -c 'echo "hello from $(hostname), pid $$ in its own namespaces"; uname -sr'
 echo "    (the docker CLI works too: export DOCKER_HOST=unix:///run/pallet/pallet.sock;"
-echo "     stop the daemon with scripts/palletd-service stop)"
-
-bundle=/var/lib/pallet/bundles/busybox
-if [ ! -x "$bundle/rootfs/bin/busybox" ]; then
-    echo "==> building a busybox bundle in $bundle"
-    mkdir -p "$bundle"
-    scripts/busybox-rootfs "$bundle/rootfs"
-fi
-if [ ! -f "$bundle/config.json" ]; then
-    (cd "$bundle" && pallet-runtime spec)
-    .venv/bin/python - "$bundle/config.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-spec = json.load(open(path))
-spec["process"]["terminal"] = False
-spec["process"]["args"] = ["sh", "-c", "echo \"hello from $(hostname), pid $$ in its own namespaces\"; uname -sr"]
-json.dump(spec, open(path, "w"), indent="\t")
-PY
-fi
-echo "==> pallet-runtime run (bundle $bundle)"
-id="hello-$$"
-pallet-runtime run --bundle "$bundle" "$id"
+echo "     stop the daemon with scripts/palletd-service stop: containers keep running)"

@@ -47,21 +47,51 @@ COMMANDS = {
     "push": ("distribution", "push"), "image push": ("distribution", "push"),
     "login": ("distribution", "login"), "logout": ("distribution", "logout"),
 }
+for _verb, _func in (("run", "run"), ("create", "create"), ("start", "start"),
+                     ("stop", "stop"), ("restart", "restart"), ("kill", "kill"),
+                     ("pause", "pause"), ("unpause", "unpause"), ("rm", "rm"),
+                     ("rename", "rename"), ("wait", "wait"), ("logs", "logs"),
+                     ("exec", "exec_"), ("ps", "ps"), ("inspect", "inspect")):
+    COMMANDS[_verb] = ("containers", _func)
+    COMMANDS[f"container {_verb}"] = ("containers", _func)
+COMMANDS["container ls"] = COMMANDS["container list"] = ("containers", "ps")
+COMMANDS["container prune"] = ("containers", "prune")
+COMMANDS["container inspect"] = ("containers", "inspect")
 
 USAGE = """Usage:  pallet [OPTIONS] COMMAND
 
 A container engine: docker's verbs and flags, served by palletd.
 
+Common Commands:
+  run         Create and run a new container from an image
+  exec        Execute a command in a running container
+  ps          List containers
+  images      List images
+  pull        Download an image from a registry
+  push        Upload an image to a registry
+  logs        Fetch the logs of a container
+  inspect     Return low-level information on pallet objects
+
 Commands:
+  create      Create a new container
   events      Get real time events from the server
   history     Show the history of an image
   images      List images
   import      Import the contents from a tarball to create a filesystem image
   info        Display system-wide information
+  kill        Kill one or more running containers
+  pause       Pause all processes within one or more containers
+  rename      Rename a container
+  restart     Restart one or more containers
+  rm          Remove one or more containers
   rmi         Remove one or more images
+  start       Start one or more stopped containers
+  stop        Stop one or more running containers
   system df   Show pallet disk usage
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  unpause     Unpause all processes within one or more containers
   version     Show the pallet version information
+  wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:
   -H, --host string   Daemon socket to connect to (default unix:///run/pallet/pallet.sock)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+# _socket, not socket: the socket module drags in enum, selectors and functools
+# (~12 ms of every CLI start); a unix stream needs none of them.
+import _socket
 import os
-import socket
-from collections.abc import Iterator
 
 # json through _json alone: the json package imports re (~10 ms per CLI start).
 from pallet.oci import jsonfast as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterator
     from typing import BinaryIO
+
+    Socket = _socket.socket
 
 DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
 CLIENT_API_VERSION = "1.44"
@@ -31,7 +36,7 @@ class ConnectionFailed(Exception):
 
 
 class Response:
-    def __init__(self, status: int, headers: dict[str, str], sock: socket.socket,
+    def __init__(self, status: int, headers: dict[str, str], sock: Socket,
                  buf: bytes) -> None:
         self.status = status
         self.headers = headers
@@ -120,13 +125,19 @@ class Transport:
             or DEFAULT_HOST
         self.version: str | None = os.environ.get("DOCKER_API_VERSION") or None
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> Socket:
         try:
             if self.host.startswith("unix://"):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(self.host[len("unix://"):])
+                s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                try:
+                    s.connect(self.host[len("unix://"):])
+                except BaseException:
+                    s.close()
+                    raise
                 return s
             if self.host.startswith("tcp://"):
+                import socket
+
                 addr, _, port = self.host[len("tcp://"):].rpartition(":")
                 return self._tls(socket.create_connection((addr, int(port)), timeout=60), addr)
         except OSError as exc:
@@ -135,7 +146,7 @@ class Transport:
                 "Is the pallet daemon running?") from exc
         raise ConnectionFailed(f"unsupported host: {self.host}")
 
-    def _tls(self, s: socket.socket, server: str) -> socket.socket:
+    def _tls(self, s: socket.socket, server: str) -> Socket:
         import ssl
 
         certs = os.environ.get("DOCKER_CERT_PATH", os.path.expanduser("~/.docker"))
@@ -189,6 +200,39 @@ class Transport:
             raise APIError(resp.status, message)
         return resp
 
+    def hijack(self, path: str, query: dict[str, object] | None = None,
+               body: bytes | None = None) -> tuple[Socket, bytes]:
+        """POST with ``Upgrade: tcp`` (attach, exec start): the raw socket once the daemon
+        answers 101, and what it sent after the head already."""
+        url = f"/v{self.negotiate()}{path}"
+        if query:
+            q = [f"{_quote(k)}={_quote(_qvalue(v))}" for k, v in query.items() if v is not None]
+            url += "?" + "&".join(q) if q else ""
+        s = self._connect()
+        head = (f"POST {url} HTTP/1.1\r\nHost: pallet\r\nUser-Agent: pallet-cli\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body or b'')}\r\n\r\n")
+        s.sendall(head.encode() + (body or b""))
+        resp = _read_head(s, "POST")
+        if resp.status >= 400:
+            raw = resp.read()
+            s.close()
+            try:
+                message = str(json.loads(raw).get("message", raw.decode()))
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                message = raw.decode(errors="replace").strip()
+            raise APIError(resp.status, message)
+        return s, resp._buf
+
+    def post_json(self, path: str, query: dict[str, object] | None = None,
+                  body: object = None) -> object:
+        data = json.dumps(body).encode() if body is not None else None
+        resp = self.request("POST", path, query, data)
+        try:
+            return resp.json()
+        finally:
+            resp.close()
+
     def get_json(self, path: str, query: dict[str, object] | None = None) -> object:
         resp = self.request("GET", path, query)
         try:
@@ -201,7 +245,7 @@ def _cut() -> ConnectionFailed:
     return ConnectionFailed("unexpected EOF: the daemon closed the connection mid-response")
 
 
-def _read_head(s: socket.socket, method: str) -> Response:
+def _read_head(s: Socket, method: str) -> Response:
     buf = b""
     while b"\r\n\r\n" not in buf:
         data = s.recv(65536)

@@ -1,7 +1,10 @@
 """Container records in SQLite (WAL): one row per container, its document as JSON.
 
 The name column is UNIQUE: two creates racing for one name cannot both win, and a
-crash leaves either the whole record or none of it.
+crash leaves either the whole record or none of it. A new container is synced to disk
+before create answers; later changes of state (running, exited, removed) are written
+at once but synced lazily (WAL, synchronous=NORMAL): they survive palletd being killed,
+and after a host crash every container is stopped anyway, whatever its record said.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ class ContainerDB:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(SCHEMA)
+        self._sync = "FULL"
+
+    def _durable(self, on: bool) -> None:
+        want = "FULL" if on else "NORMAL"
+        if want != self._sync:
+            self._conn.execute(f"PRAGMA synchronous={want}")
+            self._sync = want
 
     def insert(self, cid: str, name: str, doc: dict[str, Any]) -> None:
         with self._lock:
+            self._durable(True)
             try:
                 self._conn.execute("INSERT INTO containers VALUES (?,?,?)",
                                    (cid, name, json.dumps(doc)))
@@ -46,11 +57,13 @@ class ContainerDB:
 
     def update(self, cid: str, doc: dict[str, Any]) -> None:
         with self._lock:
+            self._durable(False)
             self._conn.execute("UPDATE containers SET doc = ? WHERE id = ?",
                                (json.dumps(doc), cid))
 
     def rename(self, cid: str, name: str, doc: dict[str, Any]) -> None:
         with self._lock:
+            self._durable(True)
             try:
                 self._conn.execute("UPDATE containers SET name = ?, doc = ? WHERE id = ?",
                                    (name, json.dumps(doc), cid))
@@ -60,6 +73,7 @@ class ContainerDB:
 
     def delete(self, cid: str) -> None:
         with self._lock:
+            self._durable(False)
             self._conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
 
     def all(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -270,3 +271,37 @@ class Filter:
 
     def export_pfc(self, fd: int) -> None:
         _check(self._so.seccomp_export_pfc(self.ctx, fd), "seccomp_export_pfc")
+
+
+# --- a compiled program, loaded without libseccomp -------------------------------------
+
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 32
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}
+
+
+class Program:
+    """A BPF program (struct sock_filter[]) in memory of its own, ready for seccomp(2).
+
+    Made before a fork; ``load`` then needs no library and no file (it runs after
+    pivot_root, where the host's are gone).
+    """
+
+    def __init__(self, bpf: bytes, flags: int) -> None:
+        self.flags = flags
+        self._buf = ctypes.create_string_buffer(bpf, len(bpf))
+        self._fprog = ctypes.create_string_buffer(
+            struct.pack("=H6xQ", len(bpf) // 8, ctypes.addressof(self._buf)), 16)
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._nr = _SYS_SECCOMP[os.uname().machine]
+
+    def load(self) -> None:
+        ret = self._libc.syscall(ctypes.c_long(self._nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+                                 ctypes.c_long(self.flags),
+                                 ctypes.c_void_p(ctypes.addressof(self._fprog)))
+        if ret != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"seccomp: {os.strerror(err)}")

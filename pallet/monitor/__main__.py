@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     import pallet.runtime.seccomp
     import pallet.runtime.ttyrelay  # noqa: F401
     from pallet.monitor.server import Monitor
+    from pallet.runtime import seccomp
+
+    seccomp.enable_cache()  # one compile per profile, not per container
 
     mon = Monitor(a.exec_root, a.socket or os.path.join(a.exec_root, "monitor.sock"))
     mon.bind()

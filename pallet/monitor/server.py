@@ -738,18 +738,11 @@ class Monitor:
         if box.log is not None:
             box.log.close()
             box.log = None
-        if not box.container:
-            try:
-                lifecycle.delete(state.load(self.runtime_root, box.id), force=True)
-            except NotFound:
-                pass
-            except Exception as exc:  # the exit must be recorded even if cleanup fails
-                _warn(f"cleaning up container {box.id}: {exc}")
         rec = box.record()
         if box.state_dir:
             try:
                 state.write_atomic(os.path.join(box.state_dir, EXIT_RECORD),
-                                   jsonfast.dumps(rec).encode(), 0o600, durable=True)
+                                   jsonfast.dumps(rec).encode(), 0o600)
             except OSError as exc:
                 _warn(f"writing the exit record of {box.id}: {exc}")
         # The feed first: whoever reads an attach stream's end may ask for the exit code.
@@ -760,6 +753,14 @@ class Monitor:
         for conn in list(box.attached):
             self._finish_conn(conn)
         box.attached.clear()
+        # Its cgroup and runtime state go last: nobody waits for them.
+        if not box.container:
+            try:
+                lifecycle.delete(state.load(self.runtime_root, box.id), force=True)
+            except NotFound:
+                pass
+            except Exception as exc:  # the exit must be recorded even if cleanup fails
+                _warn(f"cleaning up container {box.id}: {exc}")
 
     def _forget(self, box: Box) -> None:
         self.boxes.pop(box.id, None)

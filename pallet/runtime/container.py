@@ -191,7 +191,7 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
     child.close()
     os.close(fifo_fd)
     if cfg.seccomp is not None:
-        cfg.seccomp.filter.release()  # init has its own copy
+        cfg.seccomp.release()  # init has its own copy
     if console_fd >= 0:
         os.close(console_fd)
     for tree in cfg.idmapped.values():

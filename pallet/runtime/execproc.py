@@ -367,7 +367,7 @@ def start_in(ctr: state.Container, proc_spec: ocispec.Process, *, preserve: int 
         for fd, _ in ns_fds + parent_ns:
             os.close(fd)
         if filt is not None:
-            filt.filter.release()
+            filt.release()
 
 
 def _check_status(ctr: state.Container, ignore_paused: bool) -> None:

@@ -362,3 +362,16 @@ def test_docker_py_containers(pd: Palletd) -> None:
             client.containers.create("127.0.0.1:9/pallet-test/missing:1")
     finally:
         client.close()
+
+
+def test_dockers_default_seccomp_profile_is_in_effect(pd: Palletd) -> None:
+    """unshare(CLONE_NEWUSER) needs no capability: only the seccomp profile refuses it.
+    Twice: the monitor compiles a profile once, later containers load the program."""
+    for _ in range(2):
+        out = run(pd, "run", "--rm", IMAGE, "sh", "-c",
+                  "grep Seccomp: /proc/self/status; unshare -U true && echo allowed")
+        assert out.stdout.split() == ["Seccomp:", "2"] and "Operation not permitted" \
+            in out.stderr
+    out = run(pd, "run", "--rm", "--security-opt", "seccomp=unconfined", IMAGE, "sh", "-c",
+              "grep Seccomp: /proc/self/status; unshare -U true && echo allowed")
+    assert out.stdout.split() == ["Seccomp:", "0", "allowed"]
