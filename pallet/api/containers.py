@@ -13,7 +13,7 @@ from pallet.api import hijack, params
 from pallet.api.system import engine
 from pallet.api.versions import parse as parse_version
 from pallet.engine.containers import ContainerService
-from pallet.errors import InvalidArgument, NotFound
+from pallet.errors import InvalidArgument, InvalidState, NotFound
 from pallet.monitor import logfile, wire
 
 FOLLOW_POLL = 0.05
@@ -356,7 +356,174 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
 
 
+async def stats(request: web.Request) -> web.StreamResponse:
+    from pallet.engine import stats as engine_stats
+
+    q = request.rel_url.query
+    svc = _svc(request)
+    doc = await asyncio.to_thread(svc.get, _id(request))
+    stream = params.boolean(q.get("stream"), default=True)
+    one_shot = params.boolean(q.get("one-shot"))
+    root, cid, name = svc.runtime_root, doc["Id"], doc["Name"]
+
+    async def take() -> dict[str, Any] | None:
+        if not doc["State"]["Running"]:
+            return None
+        try:
+            return await asyncio.to_thread(engine_stats.sample, root, cid, name)
+        except InvalidState:
+            return None  # it stopped meanwhile
+
+    def empty() -> dict[str, Any]:
+        return {"read": "0001-01-01T00:00:00Z", "preread": "0001-01-01T00:00:00Z",
+                "pids_stats": {}, "blkio_stats": {}, "num_procs": 0, "storage_stats": {},
+                "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+                "precpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+                "memory_stats": {}, "name": name, "id": cid}
+
+    if not stream:
+        first = await take()
+        if first is not None and not one_shot:
+            await asyncio.sleep(0.5)  # a second reading: precpu_stats makes CPU % possible
+            second = await take()
+            first = engine_stats.with_previous(second, first) if second else first
+        return web.json_response(first or empty())
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    prev = None
+    try:
+        while True:
+            cur = await take()
+            if cur is None:
+                await resp.write((json.dumps(empty()) + "\n").encode())
+                break
+            await resp.write((json.dumps(engine_stats.with_previous(cur, prev)) + "\n")
+                             .encode())
+            prev = cur
+            await asyncio.sleep(1.0)
+    except ConnectionError:
+        pass
+    return resp
+
+
+async def top(request: web.Request) -> web.Response:
+    from pallet.engine import stats as engine_stats
+
+    svc = _svc(request)
+    doc = await asyncio.to_thread(svc.get, _id(request))
+    if not doc["State"]["Running"]:
+        raise InvalidState(f"Container {doc['Id']} is not running")
+    return web.json_response(await asyncio.to_thread(
+        engine_stats.top, svc.runtime_root, doc["Id"],
+        request.rel_url.query.get("ps_args", "")))
+
+
+async def update(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidArgument("update config cannot be empty")
+    return web.json_response(await asyncio.to_thread(_svc(request).update, _id(request), body))
+
+
+async def changes(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_svc(request).changes, _id(request)))
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    from pallet.storage.diff import tar_directory
+
+    svc = _svc(request)
+    ctx = svc.rootfs(_id(request))
+    _doc, root = await asyncio.to_thread(ctx.__enter__)
+    try:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+        await resp.prepare(request)
+        chunks = tar_directory(root)
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await asyncio.to_thread(ctx.__exit__, None, None, None)
+
+
+async def commit(request: web.Request) -> web.Response:
+    q = request.rel_url.query
+    body = await _json_body(request)
+    repo = q.get("repo", "")
+    repo_tag = f"{repo}:{q['tag']}" if repo and q.get("tag") else repo
+    image_id = await asyncio.to_thread(
+        _svc(request).commit, q.get("container", ""), repo_tag, q.get("comment", ""),
+        q.get("author", ""), q.getall("changes", []), params.boolean(q.get("pause"), True),
+        body if isinstance(body, dict) else None)
+    return web.json_response({"Id": image_id}, status=201)
+
+
+async def archive(request: web.Request) -> web.StreamResponse:
+    """GET: a tar of the path; HEAD: its stat; PUT: a tar extracted into the path."""
+    from pallet.engine import archive as arch
+
+    q = request.rel_url.query
+    path = q.get("path", "")
+    if not path:
+        raise InvalidArgument("path must not be empty")
+    svc = _svc(request)
+    ctx = svc.rootfs(_id(request))
+    doc, root = await asyncio.to_thread(ctx.__enter__)
+    try:
+        if request.method == "HEAD":
+            info = await asyncio.to_thread(arch.stat_path, root, path)
+            return web.Response(status=200, headers={
+                "X-Docker-Container-Path-Stat": arch.stat_header(info)})
+        if request.method == "GET":
+            proc, info = await asyncio.to_thread(arch.open_get, root, path)
+            import io
+
+            assert isinstance(proc.stdout, io.BufferedReader)
+            resp = web.StreamResponse(status=200, headers={
+                "Content-Type": "application/x-tar",
+                "X-Docker-Container-Path-Stat": arch.stat_header(info)})
+            await resp.prepare(request)
+            try:
+                while chunk := await asyncio.to_thread(proc.stdout.read1, 1 << 20):
+                    await resp.write(chunk)
+            finally:
+                await asyncio.to_thread(proc.wait)
+            await resp.write_eof()
+            return resp
+        if doc["HostConfig"].get("ReadonlyRootfs") and doc["State"]["Running"]:
+            raise InvalidState("container rootfs is marked read-only")
+        proc = await asyncio.to_thread(arch.open_put, root, path)
+        assert proc.stdin is not None
+        try:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                await asyncio.to_thread(proc.stdin.write, chunk)
+        except BrokenPipeError:
+            pass  # the helper stopped reading: it says why below
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        await asyncio.to_thread(arch.finish_put, proc, path)
+        return web.Response(status=200)
+    finally:
+        await asyncio.to_thread(ctx.__exit__, None, None, None)
+
+
 def add_routes(add: Any) -> None:
+    add("GET", "/containers/{id}/changes", changes)
+    add("GET", "/containers/{id}/export", export)
+    add("POST", "/commit", commit)
+    add("GET", "/containers/{id}/archive", archive)
+    add("HEAD", "/containers/{id}/archive", archive)
+    add("PUT", "/containers/{id}/archive", archive)
+    add("GET", "/containers/{id}/stats", stats)
+    add("GET", "/containers/{id}/top", top)
+    add("POST", "/containers/{id}/update", update)
     add("POST", "/containers/create", create)
     add("GET", "/containers/json", list_containers)
     add("POST", "/containers/prune", prune)

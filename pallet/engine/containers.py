@@ -20,6 +20,8 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pallet.engine import names, ocispec
@@ -33,6 +35,7 @@ from pallet.errors import (
     InvalidArgument,
     InvalidState,
     NotFound,
+    NotSupported,
     PalletError,
 )
 from pallet.linux import signals
@@ -80,6 +83,7 @@ class ContainerService:
         self.db = ContainerDB(cfg.path("containers.db"))
         self.snapshots = choose_driver(cfg.data_root)
         self.monitor = MonitorClient(cfg.exec_root)
+        self.runtime_root = os.path.join(cfg.exec_root, "runtime")  # the monitor's
         self._lock = threading.RLock()
         self.docs: dict[str, dict[str, Any]] = {d["Id"]: d for d in self.db.all()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,6 +91,7 @@ class ContainerService:
         self._removals: dict[str, list[asyncio.Future[None]]] = {}
         self.ready = asyncio.Event()  # set once the monitor's view is folded in
         self.execs: dict[str, dict[str, Any]] = {}  # exec id -> its record (not kept)
+        self._rootfs_users: dict[str, int] = {}  # container -> copies/exports reading it
         self._exec_exits: dict[str, list[asyncio.Future[None]]] = {}
         images.in_use = self._image_in_use
 
@@ -253,6 +258,8 @@ class ContainerService:
 
     def _unmount(self, doc: dict[str, Any]) -> None:
         target = os.path.join(self.snapshots.path(doc["Id"]), "merged")
+        if self._rootfs_users.get(doc["Id"]):
+            return  # a copy or export reads it; the last one unmounts
         if _is_mountpoint(target):
             try:
                 self.snapshots.unmount(target)
@@ -373,6 +380,52 @@ class ContainerService:
             st.update(Paused=False, Status="running")
             self._save(doc)
         self._event(doc, "unpause")
+
+    UPDATABLE = ("CpuShares", "Memory", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
+                 "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
+                 "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota", "CpuRealtimePeriod",
+                 "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "MemoryReservation",
+                 "MemorySwap", "MemorySwappiness", "NanoCpus", "OomKillDisable", "PidsLimit",
+                 "KernelMemory", "KernelMemoryTCP", "RestartPolicy")
+
+    def update(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Change resources (live, if it runs) and the restart policy."""
+        doc = self.get(ref)
+        unknown = [k for k in body if k not in self.UPDATABLE and body[k] not in (None, 0,
+                                                                                   "", [])]
+        if unknown:
+            raise InvalidArgument(f"cannot update {', '.join(sorted(unknown))}")
+        with self._lock:
+            hc = dict(doc["HostConfig"])
+            for key, value in body.items():
+                if key in self.UPDATABLE and value is not None and (
+                        value not in (0, "", []) or key in hc):
+                    hc[key] = value
+            if hc.get("AutoRemove") and (hc.get("RestartPolicy") or {}).get("Name",
+                                                                             "no") != "no":
+                raise InvalidArgument("Restart policy cannot be updated because AutoRemove is "
+                                      "enabled for the container")
+            if hc.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
+                hc["NanoCpus"] = 0
+            if body.get("NanoCpus"):
+                hc["CpuQuota"] = hc["CpuPeriod"] = 0
+            _check_host_config(hc)
+            if doc["State"]["Running"]:
+                self._update_cgroup(doc, hc)
+            doc["HostConfig"] = hc
+            self._save(doc)
+        self._event(doc, "update")
+        return {"Warnings": []}
+
+    def _update_cgroup(self, doc: dict[str, Any], hc: dict[str, Any]) -> None:
+        from pallet.oci.resources import parse_resources
+        from pallet.runtime import inspect_verbs
+
+        ctx = ocispec.Context(cid=doc["Id"], rootfs="/",
+                              block_devices=_block_devices(hc))
+        res = ocispec.resources(hc, ctx, bool(hc.get("Privileged")))
+        res.pop("devices", None)  # never changed by update, as with dockerd and runc
+        inspect_verbs.update(self.runtime_root, doc["Id"], parse_resources(res))
 
     def rename(self, ref: str, new: str) -> None:
         doc = self.get(ref)
@@ -778,6 +831,73 @@ class ContainerService:
                 "paused": sum(1 for d in docs if d["State"]["Paused"]),
                 "stopped": sum(1 for d in docs if not d["State"]["Running"])}
 
+    # --- its filesystem: changes, export, cp, commit ------------------------------------------
+
+    def changes(self, ref: str) -> list[dict[str, Any]]:
+        """What the container changed: Kind 0 modified, 1 added, 2 deleted (docker diff)."""
+        doc = self.get(ref)
+        snap = self.snapshots.path(doc["Id"])
+        upper = os.path.join(snap, "upper" if self.snapshots.name == "overlay" else "rootfs")
+        lowers = self._lowers(doc["Image"])
+        if self.snapshots.name != "overlay":
+            raise NotSupported("changes need the overlay snapshot driver")
+        return _overlay_changes(upper, lowers)
+
+    @contextmanager
+    def rootfs(self, ref: str) -> Iterator[tuple[dict[str, Any], str]]:
+        """The container's root as its processes see it (mounts included while it runs),
+        or its snapshot mounted for the duration."""
+        doc = self.get(ref)
+        cid = doc["Id"]
+        target = os.path.join(self.snapshots.path(cid), "merged")
+        with self._lock:
+            self._rootfs_users[cid] = self._rootfs_users.get(cid, 0) + 1
+            st = doc["State"]
+            pid = st["Pid"] if st["Running"] else 0
+            if not pid and not _is_mountpoint(target):
+                self.snapshots.mount(cid, self._lowers(doc["Image"]))
+        try:
+            # Running: its root as its processes see it, its mounts included.
+            yield doc, f"/proc/{pid}/root" if pid else target
+        finally:
+            with self._lock:
+                self._rootfs_users[cid] -= 1
+                if not self._rootfs_users[cid]:
+                    del self._rootfs_users[cid]
+                    if not doc["State"]["Running"]:
+                        self._unmount(doc)
+
+    def commit(self, ref: str, repo_tag: str = "", comment: str = "", author: str = "",
+               changes: list[str] | None = None, pause: bool = True,
+               config: dict[str, Any] | None = None) -> str:
+        """A new image: the container's image plus its changes as one more layer."""
+        from pallet.engine.images import parse_changes
+        from pallet.storage.diff import diff_upper
+
+        doc = self.get(ref)
+        if self.snapshots.name != "overlay":
+            raise NotSupported("commit needs the overlay snapshot driver")
+        paused = False
+        if pause and doc["State"]["Running"] and not doc["State"]["Paused"]:
+            self.monitor.call("pause", id=doc["Id"])
+            paused = True
+        try:
+            upper = os.path.join(self.snapshots.path(doc["Id"]), "upper")
+            cfg = dict(doc["Config"])
+            cfg.pop("Hostname", None)
+            if config:
+                cfg.update({k: v for k, v in config.items() if v is not None})
+            cfg.update(parse_changes(changes or []))
+            image_id = self.images.commit(
+                doc["Image"], diff_upper(upper, self._lowers(doc["Image"])), cfg,
+                created_by=" ".join([doc["Path"], *doc["Args"]]), comment=comment,
+                author=author, repo_tag=repo_tag, container=doc["Id"])
+        finally:
+            if paused:
+                self.monitor.call("resume", id=doc["Id"])
+        self._event(doc, "commit", comment=comment)
+        return image_id
+
     def log_path(self, ref: str) -> tuple[dict[str, Any], str]:
         doc = self.get(ref)
         lc = doc["HostConfig"].get("LogConfig") or {}
@@ -1008,6 +1128,57 @@ def _cgroupns_default() -> str:
     """Docker's default cgroup namespace mode: private on a pure v2 host, else host."""
     return "private" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "host"
 
+
+# Mount points the runtime creates in a container's root (dockerd keeps them in an
+# "-init" layer under the container's, so they never show as changes).
+MOUNT_POINTS = frozenset(("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/mtab",
+                          "/.dockerenv", "/dev/console", "/dev/pts", "/dev/shm", "/proc",
+                          "/sys"))
+
+
+def _overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
+    """docker diff from an overlay upper dir: whiteouts are deletions, what a lower has
+    already is a modification, the rest is new (a new directory's contents too). A
+    directory only copied up to hold a mount point is not a change of its own."""
+    import stat as st_mod
+
+    def in_lower(rel: str) -> os.stat_result | None:
+        for low in lowers:
+            try:
+                return os.lstat(os.path.join(low, rel))
+            except FileNotFoundError:
+                continue
+        return None
+
+    out: list[dict[str, Any]] = []
+
+    def walk(rel: str, new_parent: bool) -> bool:
+        """Report what is under ``rel``; whether anything was."""
+        found = False
+        for name in sorted(os.listdir(os.path.join(upper, rel))):
+            sub = os.path.join(rel, name)
+            st = os.lstat(os.path.join(upper, sub))
+            path = "/" + sub
+            if st_mod.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                out.append({"Path": path, "Kind": 2})
+                found = True
+                continue
+            low = None if new_parent else in_lower(sub)
+            if low is None and path in MOUNT_POINTS:
+                continue
+            at = len(out)
+            out.append({"Path": path, "Kind": 1 if low is None else 0})
+            below = walk(sub, low is None) if st_mod.S_ISDIR(st.st_mode) else False
+            if low is not None and st_mod.S_ISDIR(st.st_mode) and not below and \
+                    (st.st_mode, st.st_uid, st.st_gid) == (low.st_mode, low.st_uid,
+                                                            low.st_gid):
+                del out[at]
+                continue
+            found = True
+        return found
+
+    walk("", False)
+    return out
 
 def _resolv_conf(hc: dict[str, Any], host_net: bool) -> str:
     try:

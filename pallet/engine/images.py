@@ -154,6 +154,51 @@ class ImageService:
             self.tag(image_id, ref.name, ref.tag_or_latest())
         return image_id
 
+    def commit(self, parent: str, layer: Iterator[bytes], config: dict[str, Any], *,
+               created_by: str = "", comment: str = "", author: str = "",
+               repo_tag: str = "", container: str = "") -> str:
+        """``docker commit``: image ``parent`` plus the uncompressed layer tar ``layer``,
+        with ``config`` as its container config."""
+        with self.lease():
+            ref = reference.parse(repo_tag) if repo_tag else None
+            base = self.config(parent)
+            row = self.db.image(parent)
+            if row is None:
+                raise NotFound(f"No such image: {parent}", obj=parent)
+            rows = self.db.layers(parent)
+            with tempfile.TemporaryFile(dir=self.tmp) as spool:
+                for chunk in layer:
+                    spool.write(chunk)
+                spool.seek(0)
+                blob = self._keep_blob(spool)
+                spool.seek(0)
+                new = self.layers.create(row.top_chain, lambda d: _apply(spool, d))
+            created = now_rfc3339()
+            history = list(base.get("history") or [])
+            entry: dict[str, Any] = {"created": created, "created_by": created_by}
+            if comment:
+                entry["comment"] = comment
+            if author:
+                entry["author"] = author
+            history.append(entry)
+            cfg: dict[str, Any] = {
+                **{k: v for k, v in base.items() if k in ("architecture", "os", "variant")},
+                "config": config, "created": created, "history": history,
+                "rootfs": {"type": "layers",
+                           "diff_ids": [*(base.get("rootfs") or {}).get("diff_ids", []),
+                                        new.diff_id]},
+            }
+            if author:
+                cfg["author"] = author
+            if container:
+                cfg["container"] = container
+            layers = [(r.chain_id, r.diff_id, (r.blob, r.media_type, r.blob_size))
+                      for r in rows] + [(new.chain_id, new.diff_id, blob)]
+            image_id = self._commit(json.dumps(cfg, separators=(",", ":")).encode(), layers)
+        if ref is not None:
+            self.tag(image_id, ref.name, ref.tag_or_latest())
+        return image_id
+
     def bootstrap(self, name: str, tag: str = "latest") -> str:
         """``pallet image bootstrap busybox|debian[:suite]``: a base image made here."""
         from pallet.engine import bootstrap

@@ -39,7 +39,7 @@ def _os_release() -> tuple[str, str]:
     return name, fields.get("VERSION_ID", "").strip('"')
 
 
-def _mem_total() -> int:
+def mem_total() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemTotal:"):
@@ -62,7 +62,7 @@ def host_facts() -> HostFacts:
         architecture=uname.machine,
         go_arch=_ARCH.get(uname.machine, uname.machine),
         ncpu=os.cpu_count() or 1,
-        mem_total=_mem_total(),
+        mem_total=mem_total(),
         hostname=socket.gethostname(),
         cgroup_version=_cgroup_version(),
         cgroup_driver="cgroupfs",

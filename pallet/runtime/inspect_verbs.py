@@ -397,10 +397,15 @@ def merged_resources(base: Resources, upd: Resources) -> Resources:
 
 
 def verb_update(root: str, a: Args) -> int:
+    update(root, a.positional[0], requested_update(a))
+    return 0
+
+
+def update(root: str, cid: str, upd: Resources) -> None:
+    """Merge ``upd`` into the container's resources, write them to its cgroup, record
+    them (the previous ones come back if the kernel refuses part of the new)."""
     from pallet.oci.resources import Resources, parse_resources
 
-    cid = a.positional[0]
-    upd = requested_update(a)
     lock = state.load(root, cid).lock()
     try:
         # Re-read under the lock: a concurrent update may have saved new resources.
@@ -419,7 +424,6 @@ def verb_update(root: str, a: Args) -> int:
         ctr.save()
     finally:
         os.close(lock)
-    return 0
 
 
 def _without_devices(res: Resources) -> Resources:

@@ -375,3 +375,115 @@ def test_dockers_default_seccomp_profile_is_in_effect(pd: Palletd) -> None:
     out = run(pd, "run", "--rm", "--security-opt", "seccomp=unconfined", IMAGE, "sh", "-c",
               "grep Seccomp: /proc/self/status; unshare -U true && echo allowed")
     assert out.stdout.split() == ["Seccomp:", "0", "allowed"]
+
+
+def test_stats_top_update(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-stats")
+    pd.docker("run", "-d", "--name", "pt-stats", "--memory", "64m", IMAGE, "sh", "-c",
+              "while :; do :; done")
+    time.sleep(0.5)
+    out = pd.docker("stats", "--no-stream", "--format",
+                    "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}", "pt-stats").stdout.split()
+    assert out[0] == "pt-stats" and float(out[1].rstrip("%")) > 50
+    assert out[4] == "64MiB" and out[5] == "1"
+    top = pd.docker("top", "pt-stats").stdout.splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"] and "while :; do :; done" in top[1]
+    assert len(top) == 2  # the container's process only, not the host's
+    # --cpus 0.5, live: the quota in the cgroup and the CPU time measured
+    pd.docker("update", "--cpus", "0.5", "--memory", "32m", "--restart", "on-failure:2",
+              "pt-stats")
+    cid = inspect(pd, "pt-stats")["Id"]
+    with open(f"/sys/fs/cgroup/cpu{cgroup_of(pd)}/{cid}/cpu.cfs_quota_us") as f:
+        assert f.read().strip() == "50000"
+    usage = f"/sys/fs/cgroup/cpuacct{cgroup_of(pd)}/{cid}/cpuacct.usage"
+    with open(usage) as f:
+        a = int(f.read())
+    time.sleep(1.0)
+    with open(usage) as f:
+        b = int(f.read())
+    assert 0.35e9 < b - a < 0.65e9  # half a CPU second per second
+    hc = inspect(pd, "pt-stats")["HostConfig"]
+    assert isinstance(hc, dict) and hc["Memory"] == 32 << 20 and hc["NanoCpus"] == 500_000_000
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+
+
+def test_diff_export_commit(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-fs")
+    pd.docker("run", "--name", "pt-fs", IMAGE, "sh", "-c",
+              "rm /etc/group; mkdir /newdir; echo x > /newdir/f; echo data > /tmp/new")
+    diff = pd.docker("diff", "pt-fs").stdout.splitlines()
+    assert diff == ["C /etc", "D /etc/group", "A /newdir", "A /newdir/f", "C /tmp",
+                    "A /tmp/new"]
+    names_in = subprocess.run(["docker", "export", "pt-fs"], env=pd.env, capture_output=True,
+                              check=True).stdout
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(names_in)) as tar:
+        members = tar.getnames()
+    assert "./tmp/new" in members or "tmp/new" in members
+    assert not any(m.endswith("etc/group") for m in members)
+    image = pd.docker("commit", "-m", "from a test", "-c", "ENV COMMITTED=1", "pt-fs",
+                      "pallet-test/committed:1").stdout.strip()
+    try:
+        assert image.startswith("sha256:")
+        out = run(pd, "run", "--rm", "pallet-test/committed:1", "sh", "-c",
+                  "cat /tmp/new /newdir/f; echo $COMMITTED; ls /etc/group")
+        assert out.stdout == "data\nx\n1\n" and "No such file" in out.stderr
+        hist = pd.docker("history", "--format", "{{.Comment}}",
+                         "pallet-test/committed:1").stdout.splitlines()
+        assert hist[0] == "from a test"
+    finally:
+        pd.docker("rmi", "pallet-test/committed:1", check=False)
+
+
+def test_cp_both_ways_inside_the_container(pd: Palletd, names: list[str],
+                                           tmp_path: os.PathLike[str]) -> None:
+    names.append("pt-cp")
+    pd.docker("run", "-d", "--name", "pt-cp", IMAGE, "sh", "-c",
+              "mkdir -p /data/sub; echo hi > /data/sub/f; ln -s /etc /data/etclink; "
+              "sleep 100")
+    time.sleep(0.3)
+    out = os.path.join(tmp_path, "out")
+    os.mkdir(out)
+    pd.docker("cp", "pt-cp:/data", out)
+    with open(os.path.join(out, "data", "sub", "f")) as f:
+        assert f.read() == "hi\n"
+    assert os.readlink(os.path.join(out, "data", "etclink")) == "/etc"
+    src = os.path.join(tmp_path, "planted")
+    with open(src, "w") as f:
+        f.write("from the host\n")
+    # through the container's absolute symlink: lands in ITS /etc, never the host's
+    pd.docker("cp", src, "pt-cp:/data/etclink/")
+    assert run(pd, "exec", "pt-cp", "cat", "/etc/planted").stdout == "from the host\n"
+    assert not os.path.exists("/etc/planted")
+    # a stopped container too
+    pd.docker("stop", "-t", "0", "pt-cp")
+    pd.docker("cp", src, "pt-cp:/tmp/")
+    got = subprocess.run(["docker", "cp", "pt-cp:/tmp/planted", "-"], env=pd.env,
+                         capture_output=True, check=True).stdout
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(got)) as tar:
+        member = tar.extractfile("planted")
+        assert member is not None and member.read() == b"from the host\n"
+    bad = run(pd, "cp", "pt-cp:/no/such/file", out)
+    assert bad.returncode == 1 and "Could not find the file" in bad.stderr
+
+
+def test_events_and_attach(pd: Palletd, names: list[str]) -> None:
+    since = str(int(time.time()) - 1)
+    names.append("pt-ev")
+    pd.docker("run", "-d", "-i", "--name", "pt-ev", IMAGE, "sh", "-c",
+              "read line; echo got $line; exit 3")
+    attach = subprocess.Popen(["docker", "attach", "pt-ev"], env=pd.env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    time.sleep(0.5)
+    out, _ = attach.communicate("hello\n", timeout=20)
+    assert out == "got hello\n" and attach.returncode == 3
+    pd.docker("rm", "pt-ev")
+    ev = pd.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                   "--filter", "container=pt-ev", "--format", "{{.Action}}").stdout.split()
+    assert ev[:2] == ["create", "start"] and "attach" not in ev[:1]
+    assert ev.index("die") > ev.index("start") and ev[-1] == "destroy"
