@@ -11,8 +11,8 @@ import os
 import time
 from typing import Any
 
-from pallet.errors import InvalidState, NotFound
 from pallet.engine.system import mem_total
+from pallet.errors import InvalidState, NotFound
 from pallet.monitor import logfile
 from pallet.runtime import state
 from pallet.runtime.cgroups import Cgroup
