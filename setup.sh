@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 here=$(pwd)
 
-scripts/apt-ensure python3 python3-venv busybox-static libseccomp2 iptables
+scripts/apt-ensure python3 python3-venv busybox-static libseccomp2 iptables tini
 
 if [ ! -x .venv/bin/python ]; then
     echo "==> making .venv"

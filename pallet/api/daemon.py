@@ -40,6 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--registry-mirror", action="append", default=[])
     p.add_argument("--cgroup-parent", default="/pallet",
                    help="parent cgroup of containers without their own (default /pallet)")
+    p.add_argument("--init-path", default="/usr/bin/tini-static",
+                   help="the init --init runs as pid 1 (default Debian's tini-static)")
     p.add_argument("-D", "--debug", action="store_true")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         hosts=tuple(args.host) or (f"unix://{DEFAULT_SOCKET}",),
         insecure_registries=tuple(args.insecure_registry),
         registry_mirrors=tuple(args.registry_mirror), debug=args.debug,
-        cgroup_parent=args.cgroup_parent,
+        cgroup_parent=args.cgroup_parent, init_path=args.init_path,
     )
     try:
         asyncio.run(serve(args, cfg))

@@ -38,7 +38,8 @@ CREATE_FLAGS = [
     Flag("--device-write-iops", LIST), Flag("--log-driver", STR), Flag("--log-opt", LIST),
     Flag("--health-cmd", STR), Flag("--health-interval", STR), Flag("--health-timeout", STR),
     Flag("--health-retries", INT), Flag("--health-start-period", STR),
-    Flag("--health-start-interval", STR), Flag("--no-healthcheck"), Flag("--platform", STR),
+    Flag("--health-start-interval", STR), Flag("--health-on-failure", STR),
+    Flag("--no-healthcheck"), Flag("--platform", STR),
     Flag("--pull", STR), Flag("-v,--volume", LIST), Flag("--network,--net", STR),
     Flag("-p,--publish", LIST), Flag("--expose", LIST), Flag("--dns", LIST),
     Flag("--dns-search", LIST), Flag("--dns-option", LIST), Flag("--add-host", LIST),
@@ -187,6 +188,7 @@ def create_body(a: object) -> tuple[dict[str, object], str]:
         "CpuQuota": g["cpu_quota"] or 0, "CpusetCpus": g["cpuset_cpus"] or "",
         "CpusetMems": g["cpuset_mems"] or "", "PidsLimit": g["pids_limit"],
         "MemorySwappiness": g["memory_swappiness"],
+        "HealthOnFailure": g["health_on_failure"] or None,
     }
     for flag, key in (("memory", "Memory"), ("memory_reservation", "MemoryReservation"),
                       ("shm_size", "ShmSize")):

@@ -19,6 +19,7 @@ class DaemonConfig:
     registry_mirrors: tuple[str, ...] = ()
     debug: bool = False
     cgroup_parent: str = "/pallet"  # containers' cgroups go under it (dockerd: /docker)
+    init_path: str = "/usr/bin/tini-static"  # --init's pid 1 (Debian's tini, as docker-init)
     labels: tuple[str, ...] = field(default=())
 
     def path(self, *parts: str) -> str:

@@ -14,6 +14,8 @@ Paths of a container ``id``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import re
 import secrets
@@ -43,6 +45,7 @@ from pallet.monitor import logfile
 from pallet.oci import jsonfast
 from pallet.storage.snapshot import choose_driver
 
+log = logging.getLogger("palletd")
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_STOP_TIMEOUT = 10
@@ -92,6 +95,8 @@ class ContainerService:
         self.ready = asyncio.Event()  # set once the monitor's view is folded in
         self.execs: dict[str, dict[str, Any]] = {}  # exec id -> its record (not kept)
         self._rootfs_users: dict[str, int] = {}  # container -> copies/exports reading it
+        self._backoff: dict[str, float] = {}  # container -> its last restart delay
+        self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self._exec_exits: dict[str, list[asyncio.Future[None]]] = {}
         images.in_use = self._image_in_use
 
@@ -152,7 +157,8 @@ class ContainerService:
             args = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
             if not args:
                 raise InvalidArgument("no command specified")
-            ocispec.build(cfg, hc, ocispec.Context(cid=cid, rootfs="/"))  # validate now
+            ocispec.build(cfg, hc, ocispec.Context(  # validate now
+                cid=cid, rootfs="/", init_path=self.cfg.init_path))
             data_dir = os.path.join(self.root, cid)
             hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
             log_type = hc["LogConfig"].get("Type") or "json-file"
@@ -220,13 +226,19 @@ class ContainerService:
 
     # --- start ---------------------------------------------------------------------------------
 
-    def start(self, ref: str) -> bool:
-        """Start the container; False if it was running already (HTTP 304)."""
+    def start(self, ref: str, policy: bool = False) -> bool:
+        """Start the container; False if it was running already (HTTP 304). ``policy``:
+        its restart policy restarts it (counted in RestartCount)."""
         doc = self.get(ref)
         with self._lock:
             st = doc["State"]
             if st["Running"]:
                 return False
+            st.pop("ManuallyStopped", None)
+            if policy:
+                doc["RestartCount"] = int(doc.get("RestartCount") or 0) + 1
+            elif st.get("Restarting"):
+                st["Restarting"] = False
             if st.get("Removing") or st["Status"] == "removing":
                 raise Conflict(f"container {doc['Id']} is marked for removal and cannot be "
                                "started")
@@ -248,6 +260,8 @@ class ContainerService:
             st.update(Pid=pid, StartedAt=rfc3339(started))
             self._save(doc)
         self._event(doc, "start")
+        if self._loop is not None and _healthcheck(doc) is not None:
+            self._loop.call_soon_threadsafe(self._watch_health, doc)
         return True
 
     def _mount(self, doc: dict[str, Any]) -> str:
@@ -269,7 +283,11 @@ class ContainerService:
     def _spawn(self, doc: dict[str, Any], rootfs: str) -> tuple[int, float]:
         cid = doc["Id"]
         cfg, hc = doc["Config"], doc["HostConfig"]
+        if hc.get("Init") and not os.path.exists(self.cfg.init_path):
+            raise NotSupported(f"--init: {self.cfg.init_path} is not installed "
+                               "(apt-get install tini)")
         ctx = ocispec.Context(cid=cid, rootfs=rootfs, cgroup_parent=self.cfg.cgroup_parent,
+                              init_path=self.cfg.init_path,
                               cgroupns_default=_cgroupns_default(), files={
             "hostname": doc["HostnamePath"], "hosts": doc["HostsPath"],
             "resolv.conf": doc["ResolvConfPath"]})
@@ -312,6 +330,10 @@ class ContainerService:
         sig = parse_signal(signal, 9)
         if not doc["State"]["Running"]:
             raise Conflict(f"Container {doc['Id']} is not running")
+        if sig in (9, 15, parse_signal(doc["Config"].get("StopSignal"), 15)):
+            with self._lock:
+                doc["State"]["ManuallyStopped"] = True  # as dockerd: no restart after kill
+                self._save(doc)
         try:
             self.monitor.call("kill", id=doc["Id"], signal=sig)
         except (NotFound, InvalidState):
@@ -322,14 +344,20 @@ class ContainerService:
                    signal: str | None = None) -> bool:
         """SIGTERM (or the stop signal), SIGKILL after ``timeout``; False if not running."""
         doc = await asyncio.to_thread(self.get, ref)
-        if not doc["State"]["Running"]:
+        st = doc["State"]
+        if st.get("Restarting"):
+            with self._lock:  # a restart waiting out its back-off is called off
+                st.update(Restarting=False, Status="exited", ManuallyStopped=True)
+                self._save(doc)
+            return True
+        if not st["Running"]:
             return False
         sig = parse_signal(signal or doc["Config"].get("StopSignal"), 15)
         if timeout is None:
             t = doc["Config"].get("StopTimeout")
             timeout = int(t) if t is not None else DEFAULT_STOP_TIMEOUT
         with self._lock:
-            doc["State"]["StopRequested"] = True  # not an exit for the restart policy
+            st["ManuallyStopped"] = True  # the restart policy leaves it stopped
             self._save(doc)
         waiter = self._exit_future(doc["Id"])
         try:
@@ -564,6 +592,112 @@ class ContainerService:
         except TimeoutError:
             pass
 
+    # --- health checks -------------------------------------------------------------------------
+
+    def _watch_health(self, doc: dict[str, Any]) -> None:
+        """Probe a running container's health from now until this run of it ends."""
+        cid = doc["Id"]
+        old = self._health_tasks.pop(cid, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.get_running_loop().create_task(self._health_loop(doc))
+        self._health_tasks[cid] = task
+        task.add_done_callback(lambda t: self._health_tasks.pop(cid, None)
+                               if self._health_tasks.get(cid) is t else None)
+
+    async def _health_loop(self, doc: dict[str, Any]) -> None:
+        check = _healthcheck(doc)
+        assert check is not None
+        test, interval, timeout, retries, start_period, start_interval = check
+        st = doc["State"]
+        run = st["StartedAt"]
+        health: dict[str, Any] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+        with self._lock:
+            st["Health"] = health
+            self._save(doc)
+        began = time.monotonic()
+        while True:
+            in_start = time.monotonic() - began < start_period
+            await asyncio.sleep(start_interval if in_start else interval)
+            if doc["Id"] not in self.docs or not st["Running"] or st["StartedAt"] != run:
+                return
+            if st["Paused"]:
+                continue
+            result = await self._probe(doc, test, timeout)
+            with self._lock:
+                health["Log"] = [*health["Log"], result][-5:]
+                before = health["Status"]
+                if result["ExitCode"] == 0:
+                    health.update(Status="healthy", FailingStreak=0)
+                elif not in_start or before != "starting":
+                    health["FailingStreak"] += 1
+                    if health["FailingStreak"] >= retries:
+                        health["Status"] = "unhealthy"
+                self._save(doc)
+            if health["Status"] != before:
+                self._event(doc, f"health_status: {health['Status']}")
+                if health["Status"] == "unhealthy":
+                    await self._on_unhealthy(doc)
+
+    async def _probe(self, doc: dict[str, Any], test: list[str],
+                     timeout: float) -> dict[str, Any]:
+        """Run one probe in the container: its exit code and (at most 4 KiB of) output."""
+        start = time.time()
+        eid = "health-" + secrets.token_hex(16)
+        ex = {"ID": eid, "ContainerID": doc["Id"], "Running": False, "ExitCode": None,
+              "Pid": 0, "OpenStdin": False, "OpenStdout": True, "OpenStderr": True,
+              "DetachKeys": "", "Env": [], "WorkingDir": "", "ConsoleSize": None,
+              "ProcessConfig": {"tty": False, "entrypoint": test[0], "arguments": test[1:],
+                                "privileged": False, "user": ""}}
+        self.execs[eid] = ex
+        output = b""
+        code = -1
+        try:
+            stream = await self.exec_start(eid, False, False)
+            assert stream is not None
+            reader, writer = stream
+            try:
+                async def read_all() -> bytes:
+                    data = b""
+                    while True:
+                        try:
+                            head = await reader.readexactly(8)
+                            data += await reader.readexactly(int.from_bytes(head[4:], "big"))
+                        except asyncio.IncompleteReadError:
+                            return data
+
+                output = await asyncio.wait_for(read_all(), timeout)
+                await self.exec_wait(eid)
+                code = int(ex["ExitCode"] if ex["ExitCode"] is not None else -1)
+            except TimeoutError:
+                with contextlib.suppress(OSError, PalletError):
+                    await asyncio.to_thread(self.monitor.call, "kill", id=eid, signal=9)
+                output = f"Health check exceeded timeout ({timeout:g}s)".encode()
+            finally:
+                writer.close()
+        except PalletError as exc:
+            output = str(exc).encode()
+        finally:
+            self.execs.pop(eid, None)
+        return {"Start": rfc3339(start), "End": rfc3339(time.time()), "ExitCode": code,
+                "Output": output[:4096].decode(errors="replace")}
+
+    async def _on_unhealthy(self, doc: dict[str, Any]) -> None:
+        """--health-on-failure: what pallet does to an unhealthy container (Docker: none)."""
+        action = doc["HostConfig"].get("HealthOnFailure") or "none"
+        try:
+            if action == "kill":
+                await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"], signal=9,
+                                        all=True)
+            elif action == "stop":
+                await self.stop(doc["Id"])
+            elif action == "restart":
+                await self.stop(doc["Id"])
+                await asyncio.to_thread(self.start, doc["Id"])
+                self._event(doc, "restart")
+        except PalletError as exc:
+            log.warning("health-on-failure=%s for %s: %s", action, doc["Id"][:12], exc)
+
     # --- exits ------------------------------------------------------------------------------
 
     async def follow_monitor(self) -> None:
@@ -605,6 +739,13 @@ class ContainerService:
                                              "finishedAt": time.time(), "oomKilled": False})
             elif st["Status"] == "removing":
                 await asyncio.to_thread(self._destroy, doc)
+        for doc in list(self.docs.values()):
+            st = doc["State"]
+            if st["Running"] and _healthcheck(doc) is not None:
+                self._watch_health(doc)
+            if st.get("Restarting") or (not st["Running"] and self._should_restart(doc, True)):
+                # always/unless-stopped come back with palletd (and after a host reboot)
+                self._schedule_restart(doc, 0.0)
 
     async def _exited(self, rec: dict[str, Any]) -> None:
         cid = str(rec.get("id"))
@@ -628,6 +769,58 @@ class ContainerService:
                 await asyncio.to_thread(self._remove_stopped, doc)
             except PalletError:
                 pass
+        elif self._should_restart(doc):
+            self._schedule_restart(doc)
+
+    def _should_restart(self, doc: dict[str, Any], boot: bool = False) -> bool:
+        """Docker's restart policies. ``boot``: palletd is starting (on-failure and no
+        leave a stopped container as it is then)."""
+        policy = doc["HostConfig"].get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        st = doc["State"]
+        if doc["Id"] not in self.docs or doc["HostConfig"].get("AutoRemove"):
+            return False
+        if boot and name == "always":
+            return True  # even one stopped by hand comes back when palletd does
+        if st.get("ManuallyStopped"):
+            return False
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure" and not boot:
+            most = int(policy.get("MaximumRetryCount") or 0)
+            return st["ExitCode"] != 0 and (most == 0 or doc["RestartCount"] < most)
+        return False
+
+    def _schedule_restart(self, doc: dict[str, Any], delay: float | None = None) -> None:
+        """Start it again after Docker's back-off: 100 ms, doubling up to a minute,
+        back to 100 ms once it ran for 10 s."""
+        cid = doc["Id"]
+        st = doc["State"]
+        ran = logfile.parse_time(st.get("FinishedAt") or ZERO_TIME) - \
+            logfile.parse_time(st.get("StartedAt") or ZERO_TIME)
+        if delay is None:
+            delay = self._backoff.get(cid, 0.0)
+            delay = 0.1 if ran >= 10 or not delay else min(delay * 2, 60.0)
+        self._backoff[cid] = delay
+        with self._lock:
+            st.update(Restarting=True, Status="restarting")
+            self._save(doc)
+        asyncio.get_running_loop().create_task(self._restart_after(doc, delay))
+
+    async def _restart_after(self, doc: dict[str, Any], delay: float) -> None:
+        await asyncio.sleep(delay)
+        st = doc["State"]
+        if doc["Id"] not in self.docs or not st.get("Restarting") or st["Running"]:
+            return
+        try:
+            await asyncio.to_thread(self.start, doc["Id"], True)
+        except PalletError as exc:
+            log.warning("restarting %s: %s", doc["Id"][:12], exc)
+            with self._lock:
+                st.update(Restarting=False, Status="exited")
+                self._save(doc)
+            if self._should_restart(doc):
+                self._schedule_restart(doc)
 
     def _exec_exited(self, eid: str, rec: dict[str, Any]) -> None:
         ex = self.execs.get(eid)
@@ -648,7 +841,6 @@ class ContainerService:
             st.update(ExitCode=int(code) if code is not None else 255,
                       FinishedAt=rfc3339(float(rec.get("finishedAt") or time.time())),
                       OOMKilled=bool(rec.get("oomKilled")), StartedAt=st["StartedAt"])
-            st.pop("StopRequested", None)
             self._save(doc)
         self._unmount(doc)
         self._forget(doc["Id"])
@@ -749,7 +941,7 @@ class ContainerService:
             out: dict[str, Any] = jsonfast.loads(jsonfast.dumps(doc))
         out.pop("ImageName", None)
         st = out["State"]
-        st.pop("StopRequested", None)
+        st.pop("ManuallyStopped", None)
         st.pop("Removing", None)
         snap = self.snapshots.path(doc["Id"])
         out["GraphDriver"] = {"Name": self.snapshots.name, "Data": {
@@ -918,6 +1110,30 @@ def _state(status: str) -> dict[str, Any]:
     return flags
 
 
+NS = 1_000_000_000
+
+
+def _healthcheck(doc: dict[str, Any]) -> tuple[list[str], float, float, int, float,
+                                               float] | None:
+    """(argv, interval, timeout, retries, start period, start interval) in seconds, with
+    Docker's defaults; None when the container has no health check."""
+    hc = doc["Config"].get("Healthcheck") or {}
+    test = list(hc.get("Test") or [])
+    if not test or test[0] == "NONE":
+        return None
+    if test[0] == "CMD-SHELL":
+        argv = ["/bin/sh", "-c", " ".join(test[1:])]
+    elif test[0] == "CMD":
+        argv = test[1:]
+    else:
+        argv = test
+    if not argv:
+        return None
+    return (argv, (hc.get("Interval") or 30 * NS) / NS, (hc.get("Timeout") or 30 * NS) / NS,
+            int(hc.get("Retries") or 3), (hc.get("StartPeriod") or 0) / NS,
+            (hc.get("StartInterval") or 5 * NS) / NS)
+
+
 def _start_exit_code(message: str) -> int:
     """The exit code Docker records for a container that could not start."""
     if "executable file not found" in message or "no such file or directory" in message:
@@ -1010,6 +1226,9 @@ def _check_host_config(hc: dict[str, Any]) -> None:
     if policy not in ("no", "always", "unless-stopped", "on-failure"):
         raise InvalidArgument(f"invalid restart policy: unknown policy '{policy}'; use one of "
                               "'no', 'always', 'on-failure', or 'unless-stopped'")
+    if (hc.get("HealthOnFailure") or "none") not in ("none", "kill", "restart", "stop"):
+        raise InvalidArgument(f"invalid health-on-failure action: {hc['HealthOnFailure']!r}; "
+                              "use one of 'none', 'kill', 'restart', 'stop'")
     if hc.get("AutoRemove") and policy != "no":
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
     net = str(hc.get("NetworkMode") or "default")
@@ -1286,9 +1505,17 @@ def _status_text(st: dict[str, Any]) -> str:
         return "Created"
     if st["Status"] == "removing":
         return "Removal In Progress"
+    if st.get("Restarting"):
+        finished = logfile.parse_time(st.get("FinishedAt") or ZERO_TIME)
+        return f"Restarting ({st['ExitCode']}) {_ago(now - finished)} ago"
     if st["Running"]:
         text = f"Up {_ago(now - logfile.parse_time(st['StartedAt']))}"
-        return text + " (Paused)" if st["Paused"] else text
+        if st["Paused"]:
+            return text + " (Paused)"
+        health = (st.get("Health") or {}).get("Status")
+        if health == "starting":
+            return text + " (health: starting)"
+        return text + (f" ({health})" if health else "")
     finished = logfile.parse_time(st.get("FinishedAt") or ZERO_TIME)
     return f"Exited ({st['ExitCode']}) {_ago(now - finished)} ago"
 

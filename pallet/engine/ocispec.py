@@ -57,6 +57,7 @@ SECCOMP_BY_CAP = {
     "CAP_PERFMON": ("perf_event_open",),
 }
 ALL_CAPS = caps.NAMES
+INIT_IN_CONTAINER = "/sbin/docker-init"
 RLIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
            "nproc", "rss", "rtprio", "rttime", "sigpending", "stack", "as")
 
@@ -89,6 +90,7 @@ class Context:
     ns_paths: dict[str, str] = field(default_factory=dict)  # "pid" | "ipc" | ... -> path
     cgroupns_default: str = "host"  # "private" on a pure cgroup v2 host
     cgroup_parent: str = "/pallet"
+    init_path: str = ""  # the static init binary --init runs as pid 1
     block_devices: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> maj:min
 
 
@@ -170,6 +172,9 @@ def build(cfg: dict[str, Any], hc: dict[str, Any], ctx: Context) -> dict[str, An
     args = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
     if not args:
         raise InvalidArgument("no command specified")
+    if hc.get("Init"):
+        # A small init as pid 1: it forwards signals and reaps zombies (docker-init).
+        args = [INIT_IN_CONTAINER, "--", *args]
     env = list(cfg.get("Env") or [])
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, "PATH=" + DEFAULT_PATH)
@@ -257,6 +262,11 @@ def _mounts(cfg: dict[str, Any], hc: dict[str, Any], ctx: Context,
     for bind in hc.get("Binds") or []:
         mounts.append(_bind(bind))
         taken.add(mounts[-1]["destination"])
+    if hc.get("Init"):
+        if not ctx.init_path:
+            raise NotSupported("--init: no init binary is configured")
+        mounts.append({"destination": INIT_IN_CONTAINER, "type": "bind",
+                       "source": ctx.init_path, "options": ["bind", "ro"]})
     for name, dest in (("resolv.conf", "/etc/resolv.conf"), ("hostname", "/etc/hostname"),
                        ("hosts", "/etc/hosts")):
         if name in ctx.files and dest not in taken:

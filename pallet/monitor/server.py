@@ -486,6 +486,9 @@ class Monitor:
         if box.done:
             raise InvalidState(f"container {box.id} is not running", obj=box.id)
         sig = int(str(msg.get("signal", 9)))
+        if box.container:  # an exec'd process: our child, not yet reaped
+            os.kill(box.pid, sig)
+            return {"ok": True}
         ctr = state.load(self.runtime_root, box.id)
         lifecycle.kill(ctr, sig, all_procs=bool(msg.get("all")))
         return {"ok": True}

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import docker
 import pytest
 
 from tests.compat.test_docker_cli_images import import_busybox
+from tests.conftest import REPO
 from tests.support.palletd import Palletd, start_palletd, stop_palletd
 
 pytestmark = pytest.mark.root
@@ -487,3 +489,77 @@ def test_events_and_attach(pd: Palletd, names: list[str]) -> None:
                    "--filter", "container=pt-ev", "--format", "{{.Action}}").stdout.split()
     assert ev[:2] == ["create", "start"] and "attach" not in ev[:1]
     assert ev.index("die") > ev.index("start") and ev[-1] == "destroy"
+
+
+def test_restart_policies(pd: Palletd, names: list[str]) -> None:
+    names.extend(["pt-r1", "pt-r2", "pt-r3"])
+    pd.docker("run", "-d", "--name", "pt-r1", "--restart", "on-failure:2", IMAGE, "sh", "-c",
+              "echo ran; exit 1")
+    pd.docker("run", "-d", "--name", "pt-r2", "--restart", "always", IMAGE, "sh", "-c",
+              "sleep 0.2")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if inspect(pd, "pt-r1")["RestartCount"] == 2 and \
+                inspect(pd, "pt-r1")["State"]["Status"] == "exited":  # type: ignore[index]
+            break
+        time.sleep(0.1)
+    assert inspect(pd, "pt-r1")["RestartCount"] == 2  # twice, then it stays down
+    assert pd.docker("logs", "pt-r1").stdout == "ran\n" * 3
+    time.sleep(1)
+    assert int(inspect(pd, "pt-r2")["RestartCount"]) >= 2  # type: ignore[call-overload]
+    pd.docker("stop", "pt-r2")  # a manual stop is final
+    count = inspect(pd, "pt-r2")["RestartCount"]
+    time.sleep(0.5)
+    assert inspect(pd, "pt-r2")["RestartCount"] == count
+    assert inspect(pd, "pt-r2")["State"]["Running"] is False  # type: ignore[index]
+    # always / unless-stopped come back when palletd does, even after losing the monitor
+    pd.docker("run", "-d", "--name", "pt-r3", "--restart", "unless-stopped", IMAGE,
+              "sleep", "100")
+    pd.proc.kill()
+    pd.proc.wait()
+    from tests.support.palletd import stop_monitor
+
+    stop_monitor(pd.exec_root)  # its containers die with it, as in a host reboot
+    new = start_palletd(os.path.dirname(pd.socket))
+    pd.proc = new.proc
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if inspect(pd, "pt-r3")["State"]["Running"] and \
+                inspect(pd, "pt-r2")["State"]["Running"]:  # type: ignore[index]
+            break
+        time.sleep(0.1)
+    assert inspect(pd, "pt-r3")["State"]["Running"] is True  # type: ignore[index]
+    assert inspect(pd, "pt-r2")["State"]["Running"] is True  # always: even if stopped
+    assert inspect(pd, "pt-r1")["State"]["Running"] is False  # type: ignore[index]
+
+
+def test_init_reaps_and_forwards(pd: Palletd) -> None:
+    out = run(pd, "run", "--rm", "--init", IMAGE, "sh", "-c",
+              "ps -o pid,comm | grep -w 1; (sleep 0.1 &); sleep 0.3; "
+              "ps -o stat,comm | grep -c Z || true")
+    assert out.stdout.split()[:2] == ["1", "docker-init"]
+    assert out.stdout.split()[-1] == "0"  # the orphaned sleep was reaped
+
+
+def test_health_checks(pd: Palletd, names: list[str]) -> None:
+    names.extend(["pt-h1", "pt-h2"])
+    pd.docker("run", "-d", "--name", "pt-h1", "--health-cmd", "test -f /tmp/ok",
+              "--health-interval", "200ms", "--health-retries", "2", IMAGE, "sh", "-c",
+              "touch /tmp/ok; sleep 1.2; rm /tmp/ok; sleep 100")
+    time.sleep(0.8)
+    assert "(healthy)" in pd.docker("ps", "--filter", "name=pt-h1",
+                                    "--format", "{{.Status}}").stdout
+    time.sleep(1.5)
+    health = inspect(pd, "pt-h1")["State"]["Health"]  # type: ignore[index]
+    assert health["Status"] == "unhealthy" and health["FailingStreak"] >= 2
+    assert health["Log"][-1]["ExitCode"] == 1 and len(health["Log"]) <= 5
+    # beyond Docker: act on an unhealthy container
+    pallet = [sys.executable, "-m", "pallet.cli.main", "run", "-d", "--name", "pt-h2",
+              "--health-cmd", "false", "--health-interval", "200ms", "--health-retries", "1",
+              "--health-on-failure", "kill", IMAGE, "sleep", "100"]
+    subprocess.run(pallet, env={**pd.env, "PYTHONPATH": REPO}, cwd=REPO, check=True,
+                   capture_output=True)
+    deadline = time.monotonic() + 10
+    while inspect(pd, "pt-h2")["State"]["Running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert inspect(pd, "pt-h2")["State"]["ExitCode"] == 137  # type: ignore[index]
