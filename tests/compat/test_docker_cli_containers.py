@@ -563,3 +563,40 @@ def test_health_checks(pd: Palletd, names: list[str]) -> None:
     while inspect(pd, "pt-h2")["State"]["Running"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert inspect(pd, "pt-h2")["State"]["ExitCode"] == 137  # type: ignore[index]
+
+
+@pytest.mark.parametrize("point", ["create", "remove"])
+def test_sigkill_in_the_middle_of_create_and_rm(pd: Palletd, point: str) -> None:
+    """palletd dies (SIGKILL) half-way through; after a restart the store is consistent
+    and nothing is orphaned: no record without its snapshot, no snapshot without a
+    record, no mount."""
+    base = os.path.dirname(pd.socket)
+    snapshots = os.path.join(pd.data_root, "snapshots")
+    if point == "remove":
+        pd.docker("run", "--name", "pt-crash-rm", IMAGE, "true")
+    pd.proc.terminate()
+    pd.proc.wait()
+    crashing = start_palletd(base, env={"PALLET_FAILPOINT": point})
+    try:
+        args = ["create", "--name", "pt-crash-create", IMAGE, "true"] if point == "create" \
+            else ["rm", "pt-crash-rm"]
+        out = subprocess.run(["docker", *args], env=pd.env, capture_output=True, text=True,
+                             timeout=30, check=False)
+        assert out.returncode != 0  # it died before answering
+        crashing.proc.wait(timeout=10)
+        assert crashing.proc.returncode == -9
+    finally:
+        if crashing.proc.poll() is None:
+            crashing.proc.kill()
+    new = start_palletd(base)
+    pd.proc = new.proc
+    ids = set(pd.docker("ps", "-aq", "--no-trunc").stdout.split())
+    name = "pt-crash-create" if point == "create" else "pt-crash-rm"
+    assert run(pd, "inspect", name).returncode == 1  # never acknowledged / removed
+    on_disk = {k for k in os.listdir(snapshots) if len(k) == 64}
+    assert on_disk == ids
+    assert set(os.listdir(os.path.join(pd.data_root, "containers"))) >= ids
+    assert {n for n in os.listdir(os.path.join(pd.data_root, "containers"))
+            if len(n) == 64} == ids
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if snapshots in ln]

@@ -69,7 +69,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def start_palletd(base: str, *extra: str) -> Palletd:
+def start_palletd(base: str, *extra: str, env: dict[str, str] | None = None) -> Palletd:
     sock = os.path.join(base, "pallet.sock")
     data, run = os.path.join(base, "data"), os.path.join(base, "run")
     log = os.path.join(base, "palletd.log")
@@ -78,7 +78,8 @@ def start_palletd(base: str, *extra: str) -> Palletd:
         proc = subprocess.Popen([sys.executable, "-m", "pallet.api.daemon", "-H", f"unix://{sock}",
                                  "--data-root", data, "--exec-root", run,
                                  "--cgroup-parent", cgroup, *extra],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, **(env or {})})
     d = Palletd(sock, data, run, proc, log)
     deadline = time.monotonic() + 20
     while True:
