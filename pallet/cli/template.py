@@ -8,11 +8,11 @@ docker does (tabwriter: min width 10, padding 3). Anything else is a clear error
 
 from __future__ import annotations
 
-import json
-import re
-import shlex
+# json through _json, no re, no shlex: `pallet ps` renders a template per row and
+# every module imported is paid by every command.
+from pallet.oci import jsonfast as json
 
-_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
+_TOKENS: dict[str, list[str]] = {}  # action text -> its tokens (parsed once per command)
 
 
 class TemplateError(ValueError):
@@ -57,11 +57,38 @@ def _arg(token: str, obj: object) -> object:
     raise TemplateError(f"function {token!r} not defined")
 
 
+def _tokens(action: str) -> list[str]:
+    """Words of an action; a quoted string ("", '' or ``) stays one token, quotes kept."""
+    cached = _TOKENS.get(action)
+    if cached is not None:
+        return cached
+    out: list[str] = []
+    i, n = 0, len(action)
+    while i < n:
+        c = action[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c in "\"'`":
+            end = action.find(c, i + 1)
+            while c == '"' and end > 0 and action[end - 1] == "\\":
+                end = action.find(c, end + 1)
+            if end < 0:
+                raise TemplateError("template parsing error: unterminated quoted string")
+            out.append(action[i:end + 1])
+            i = end + 1
+            continue
+        j = i
+        while j < n and not action[j].isspace():
+            j += 1
+        out.append(action[i:j])
+        i = j
+    _TOKENS[action] = out
+    return out
+
+
 def _eval(action: str, obj: object) -> str:
-    try:
-        tokens = shlex.split(action, posix=False)
-    except ValueError as exc:
-        raise TemplateError(f"template parsing error: {exc}") from None
+    tokens = _tokens(action)
     if not tokens:
         raise TemplateError("template parsing error: empty action")
     head, args = tokens[0], [_arg(t, obj) for t in tokens[1:]]
@@ -70,7 +97,7 @@ def _eval(action: str, obj: object) -> str:
             raise TemplateError(f"can't give argument to non-function {head}")
         return _go_str(_lookup(obj, head))
     if head == "json":
-        return json.dumps(args[0] if args else obj, separators=(",", ":"))
+        return json.dumps(args[0] if args else obj)
     if head == "join" and len(args) == 2 and isinstance(args[0], list):
         return str(args[1]).join(_go_str(x) for x in args[0])
     if head in ("upper", "lower", "title") and len(args) == 1:
@@ -89,29 +116,58 @@ def render(template: str, obj: object) -> str:
     template = template.replace("\\t", "\t").replace("\\n", "\n")
     out = []
     pos = 0
-    for m in _ACTION.finditer(template):
-        out.append(template[pos:m.start()])
-        out.append(_eval(m.group(1), obj))
-        pos = m.end()
+    for start, end, action in _actions(template):
+        out.append(template[pos:start])
+        out.append(_eval(action, obj))
+        pos = end
     out.append(template[pos:])
     return "".join(out)
+
+
+def _actions(template: str) -> list[tuple[int, int, str]]:
+    """(start, end, action text) of each {{...}} (with Go's {{- -}} trim markers)."""
+    found: list[tuple[int, int, str]] = []
+    pos = 0
+    while True:
+        start = template.find("{{", pos)
+        if start < 0:
+            return found
+        end = template.find("}}", start + 2)
+        if end < 0:
+            raise TemplateError("template parsing error: unclosed action")
+        inner = template[start + 2:end]
+        if inner.startswith("-"):
+            inner = inner[1:]
+        if inner.endswith("-"):
+            inner = inner[:-1]
+        found.append((start, end + 2, inner.strip()))
+        pos = end + 2
 
 
 def header(template: str, names: dict[str, str] | None = None) -> str:
     """The header row of a table template: each field action becomes its column name."""
     names = names or {}
-
-    def name(m: re.Match[str]) -> str:
-        action = m.group(1).split()
-        field = next((t for t in action if t.startswith(".")), ".")
+    template = template.replace("\\t", "\t")
+    out = []
+    pos = 0
+    for start, end, action in _actions(template):
+        field = next((t for t in action.split() if t.startswith(".")), ".")
         key = field.lstrip(".").split(".")[-1] or "."
-        return names.get(key, _upper_snake(key))
-
-    return _ACTION.sub(name, template.replace("\\t", "\t"))
+        out.append(template[pos:start])
+        out.append(names.get(key, _upper_snake(key)))
+        pos = end
+    out.append(template[pos:])
+    return "".join(out)
 
 
 def _upper_snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).upper()
+    """CreatedSince -> CREATED SINCE (a space before each capital after a lower/digit)."""
+    out = []
+    for i, c in enumerate(key):
+        if c.isupper() and i and (key[i - 1].islower() or key[i - 1].isdigit()):
+            out.append(" ")
+        out.append(c)
+    return "".join(out).upper()
 
 
 def tabulate(rows: list[str]) -> str:
@@ -134,7 +190,7 @@ def tabulate(rows: list[str]) -> str:
 def format_all(fmt: str, objs: list[object], names: dict[str, str] | None = None) -> str:
     """docker's formatter: ``table …`` (header + aligned rows), ``json``, or a template."""
     if fmt == "json":
-        return "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objs)
+        return "".join(json.dumps(o) + "\n" for o in objs)
     if fmt.startswith("table"):
         body = fmt[len("table"):].lstrip() or "{{json .}}"
         rows = [header(body, names)] + [render(body, o) for o in objs]

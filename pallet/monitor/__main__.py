@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     from pallet.runtime import seccomp
 
     seccomp.enable_cache()  # one compile per profile, not per container
+    import gc
+
+    gc.freeze()  # what is imported now stays put: a forked child's GC never touches it
 
     mon = Monitor(a.exec_root, a.socket or os.path.join(a.exec_root, "monitor.sock"))
     mon.bind()

@@ -412,8 +412,7 @@ class Monitor:
 
     def _spawn_exec(self, box: Box, cid: str, proc_spec: ocispec.Process,
                     open_stdin: bool) -> None:
-        """A child of ours joins the container and forks the process, then exits: the
-        process is re-parented to us (the subreaper), and our namespaces stay ours."""
+        """Fork the process into the container's namespaces and cgroup, its stdio ours."""
         from pallet.runtime import execproc, ttyrelay
 
         theirs: list[int] = []
@@ -438,32 +437,11 @@ class Monitor:
                 theirs += [out_w, err_w]
                 box.outputs = {out_r: "stdout", err_r: "stderr"}
                 stdio = (stdin, out_w, err_w)
-            rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-            child = os.fork()
-            if child == 0:
-                try:
-                    os.close(rep_r)
-                    if stdio is not None:
-                        for target, fd in enumerate(stdio):
-                            os.dup2(fd, target)
-                    ctr = state.load(self.runtime_root, cid)
-                    pid = execproc.start_in(ctr, proc_spec, console_fd=console)
-                    os.write(rep_w, b"P%d" % pid)
-                except BaseException as exc:
-                    os.write(rep_w, b"E" + wire.encode(wire.error_reply(exc)))
-                finally:
-                    os._exit(0)
-            os.close(rep_w)
-            report = b""
-            while chunk := os.read(rep_r, 65536):
-                report += chunk
-            os.close(rep_r)
-            os.waitpid(child, 0)
-            if report[:1] != b"P":
-                err = wire.decode(report[1:]) if report[:1] == b"E" else {
-                    "ok": False, "error": "exec: the process died before it started"}
-                wire.raise_error(err)
-            box.pid = int(report[1:])
+            # Straight from here: start_in joins the container's pid namespace only for
+            # the fork and comes back to ours (no intermediate process, no waiting on it).
+            ctr = state.load(self.runtime_root, cid)
+            box.pid = execproc.start_in(ctr, proc_spec, console_fd=console, stdio=stdio,
+                                        keep_ours=True)
             if box.tty:
                 box.master = ttyrelay.recv_master(relay)
                 relay = -1

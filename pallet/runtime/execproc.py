@@ -235,7 +235,7 @@ class Plan:
     """What the child needs, handed over in the fork's copy of memory."""
 
     __slots__ = ("console_fd", "err_w", "go_r", "keyring", "ns_fds", "preserve_fds", "proc",
-                 "seccomp", "seccomp_early", "sigmask", "userns")
+                 "seccomp", "seccomp_early", "sigmask", "stdio", "userns")
 
     def __init__(self, proc: ocispec.Process, ns_fds: list[tuple[int, int]],
                  preserve_fds: int, console_fd: int, seccomp: Prepared | None,
@@ -253,6 +253,7 @@ class Plan:
         self.err_w = err_w
         self.sigmask: set[int] | None = None  # to restore, if the parent blocked signals
         self.keyring = ""  # the container's session keyring, joined as init joined it
+        self.stdio: tuple[int, int, int] | None = None  # fds to become 0, 1, 2
 
 
 def verb_exec(root: str, a: Args) -> int:
@@ -332,11 +333,13 @@ def verb_exec(root: str, a: Args) -> int:
 
 def start_in(ctr: state.Container, proc_spec: ocispec.Process, *, preserve: int = 0,
              console_fd: int = -1, cg_paths: dict[str, str] | None = None,
-             forward_signals: bool = False, ignore_paused: bool = False) -> int:
+             forward_signals: bool = False, ignore_paused: bool = False,
+             stdio: tuple[int, int, int] | None = None, keep_ours: bool = False) -> int:
     """Start ``proc_spec`` in the running container ``ctr``; its pid once it has exec'd.
 
-    Joins the pid and time namespaces itself (they place the children it forks next):
-    callers that live on (pallet-monitor) call it in a child of their own.
+    Joins the pid and time namespaces itself (they place the children it forks next);
+    with ``keep_ours`` it goes back to its own right after the fork, for callers that
+    live on (pallet-monitor). ``stdio``: the process's stdin, stdout, stderr.
     """
     lock = ctr.lock()
     try:
@@ -362,7 +365,8 @@ def start_in(ctr: state.Container, proc_spec: ocispec.Process, *, preserve: int 
             console.preload()
         return _spawn(proc_spec, ns_fds, parent_ns, preserve, console_fd, filt,
                       ctr.cgroup_paths if cg_paths is None else cg_paths,
-                      forward_signals=forward_signals, keyring=f"_ses.{ctr.id}")
+                      forward_signals=forward_signals, keyring=f"_ses.{ctr.id}",
+                      stdio=stdio, keep_ours=keep_ours)
     finally:
         for fd, _ in ns_fds + parent_ns:
             os.close(fd)
@@ -434,7 +438,8 @@ def _open_ns(pid: int, name: str) -> int:
 def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
            parent_ns: list[tuple[int, int]], preserve: int, console_fd: int,
            filt: Prepared | None, cg_paths: dict[str, str], forward_signals: bool,
-           keyring: str = "") -> int:
+           keyring: str = "", stdio: tuple[int, int, int] | None = None,
+           keep_ours: bool = False) -> int:
     """Fork the child into the container; returns its pid once it has exec'd.
 
     With ``forward_signals`` the signals a foreground runtime passes on are blocked
@@ -449,7 +454,11 @@ def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     plan = Plan(proc_spec, ns_fds, preserve, console_fd, filt, go_r, err_w)
     plan.keyring = keyring
+    plan.stdio = stdio
     forwarded = {getattr(signal, name) for name in (*ttyrelay.FORWARDED, "SIGWINCH")}
+    ours = [(os.open(f"/proc/self/ns/{'pid' if flag == sched.CLONE_NEWPID else 'time'}",
+                     os.O_RDONLY | os.O_CLOEXEC), flag) for _, flag in parent_ns] \
+        if keep_ours else []
     try:
         prctl.set_dumpable(False)
         for fd, flag in parent_ns:
@@ -467,10 +476,15 @@ def _spawn(proc_spec: ocispec.Process, ns_fds: list[tuple[int, int]],
         finally:
             if old_mask is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            for fd, flag in ours:  # our next children are ours again
+                sched.setns(fd, flag)
     except BaseException:
         for fd in (go_r, go_w, err_r, err_w):
             os.close(fd)
         raise
+    finally:
+        for fd, _ in ours:
+            os.close(fd)
     os.close(go_r)
     os.close(err_w)
     try:
@@ -548,6 +562,9 @@ def _child_setup(plan: Plan) -> None:
 
         signal.pthread_sigmask(signal.SIG_SETMASK, plan.sigmask)
     prctl.set_pdeathsig(9)
+    if plan.stdio is not None:
+        for target, fd in enumerate(plan.stdio):
+            os.dup2(fd, target)
     prctl.cloexec_from(3 + plan.preserve_fds)
     for fd, flag in plan.ns_fds:
         sched.setns(fd, flag)
