@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--exec-root", default="/run/pallet")
     p.add_argument("--socket", default="")
     p.add_argument("--daemon", action="store_true")
+    p.add_argument("--resume-fd", type=int, default=-1,
+                   help="(internal) take over from the monitor this process was")
     a = p.parse_args(argv)
     # Imported once here, so that forking a container's init imports nothing.
     import pallet.runtime.cgroups
@@ -35,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     gc.freeze()  # what is imported now stays put: a forked child's GC never touches it
 
     mon = Monitor(a.exec_root, a.socket or os.path.join(a.exec_root, "monitor.sock"))
+    if a.resume_fd >= 0:
+        from pallet.monitor import handover
+
+        handover.resume(mon, a.resume_fd)
+        mon.serve()
+        return
     mon.bind()
     if a.daemon:
         r, w = os.pipe()

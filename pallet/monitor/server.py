@@ -96,6 +96,8 @@ class Monitor:
         self.waiting: dict[str, list[Conn]] = {}  # attached before the container started
         self.running = True
         self.stopping = False  # shutting down once every container is gone
+        self.upgrading = False  # re-exec (handover.reexec) once this round is done
+        self.generation = 0  # how many times this monitor was re-executed
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
     # --- setup ---------------------------------------------------------------------------
@@ -150,6 +152,14 @@ class Monitor:
             self._deadlines()
             if self.stopping and all(b.done for b in self.boxes.values()):
                 self.running = False
+            if self.upgrading:
+                self.upgrading = False
+                from pallet.monitor import handover
+
+                try:
+                    handover.reexec(self)  # does not return when it works
+                except OSError as exc:
+                    _warn(f"upgrade: {exc}; going on as before")
         self.listener.close()
         try:
             os.unlink(self.sock_path)
@@ -285,7 +295,13 @@ class Monitor:
     # --- operations ------------------------------------------------------------------------
 
     def op_ping(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
-        return {"ok": True, "pid": os.getpid()}
+        return {"ok": True, "pid": os.getpid(), "generation": self.generation}
+
+    def op_upgrade(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
+        """Re-execute the monitor's (possibly new) code in this process, keeping every
+        container, log and connection (see handover)."""
+        self.upgrading = True
+        return {"ok": True}
 
     def op_list(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
         return {"ok": True, "containers": [b.record() for b in self.boxes.values()]}

@@ -600,3 +600,50 @@ def test_sigkill_in_the_middle_of_create_and_rm(pd: Palletd, point: str) -> None
             if len(n) == 64} == ids
     with open("/proc/self/mountinfo") as f:
         assert not [ln for ln in f if snapshots in ln]
+
+
+def test_monitor_upgrade_keeps_containers_logs_and_streams(pd: Palletd,
+                                                           names: list[str]) -> None:
+    """pallet-monitor re-executes itself (an upgrade): the same process, new code, and
+    every container, log line, attach stream and exit still there."""
+    from pallet.engine.monitorclient import MonitorClient
+
+    names.extend(["pt-up-log", "pt-up-cat"])
+    pd.docker("run", "-d", "--name", "pt-up-log", IMAGE, "sh", "-c",
+              "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; "
+              "exit 5")
+    pd.docker("run", "-d", "-i", "--name", "pt-up-cat", IMAGE, "cat")
+    attach = subprocess.Popen(["docker", "attach", "pt-up-cat"], env=pd.env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert attach.stdin is not None and attach.stdout is not None
+    time.sleep(0.3)
+    attach.stdin.write("before\n")
+    attach.stdin.flush()
+    assert attach.stdout.readline() == "before\n"
+    mon = MonitorClient(pd.exec_root)
+    before = mon.call("ping")
+    mon.call("upgrade")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            after = mon.call("ping")
+            if after["generation"] == int(str(before["generation"])) + 1:
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    assert after["pid"] == before["pid"] and after["generation"] == 1
+    attach.stdin.write("after\n")
+    attach.stdin.flush()
+    assert attach.stdout.readline() == "after\n"  # the same stream, across the exec
+    deadline = time.monotonic() + 10
+    while inspect(pd, "pt-up-log")["State"]["Running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = inspect(pd, "pt-up-log")["State"]
+    assert isinstance(state, dict) and (state["Status"], state["ExitCode"]) == ("exited", 5)
+    assert pd.docker("logs", "pt-up-log").stdout.splitlines() == \
+        [f"line {i}" for i in range(40)]
+    assert run(pd, "exec", "pt-up-cat", "true").returncode == 0
+    attach.stdin.close()  # cat's stdin stays open (not StdinOnce); stop it
+    pd.docker("stop", "-t", "1", "pt-up-cat")
+    assert attach.wait(timeout=20) == 137

@@ -1,0 +1,159 @@
+"""Restarting or upgrading pallet-monitor without losing a container or a log line.
+
+``upgrade`` re-executes the monitor in place: the same process (so the containers stay
+its children, their exits still its to reap), new code. Everything it holds goes
+across the exec: the listening socket, every container's stdio pipes and terminal,
+the connections of palletd's watch and of attach streams, as open descriptors; what
+they mean (which container, which stream, what is buffered, how far each log file
+is) as a JSON description in a memfd whose descriptor the new program is given.
+Nothing is closed, so nothing a container writes in between is lost: it waits in its
+pipe until the new program reads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from pallet.monitor import logfile
+from pallet.oci import jsonfast
+
+if TYPE_CHECKING:
+    from pallet.monitor.server import Monitor
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: object) -> bytes:
+    return base64.b64decode(str(text or ""))
+
+
+def describe(mon: Monitor) -> tuple[dict[str, Any], list[int]]:
+    """The monitor's state, and the descriptors it names (to keep open across exec)."""
+    import time
+
+    now = time.monotonic()
+    fds = [mon.listener.fileno()]
+    boxes = []
+    for box in mon.boxes.values():
+        log = None
+        if box.log is not None:
+            w = box.log
+            log = {"path": w.path, "max_size": w.max_size, "max_file": w.max_file,
+                   "compress": w.compress,
+                   "partial": {k: _b64(v) for k, v in w._partial.items()}}
+        boxes.append({
+            "id": box.id, "container": box.container, "state_dir": box.state_dir,
+            "tty": box.tty, "pid": box.pid, "master": box.master, "stdin": box.stdin,
+            "stdin_once": box.stdin_once, "stdin_buf": _b64(box.stdin_buf),
+            "stdin_closing": box.stdin_closing,
+            "outputs": {str(fd): s for fd, s in box.outputs.items()}, "log": log,
+            "started_at": box.started_at, "exit_code": box.exit_code,
+            "finished_at": box.finished_at, "oom_killed": box.oom_killed,
+            "deadline": max(0.0, box.deadline - now) if box.deadline else 0.0,
+            "done": box.done,
+        })
+        fds += [fd for fd in (box.master, box.stdin, *box.outputs) if fd >= 0]
+    conns = []
+    for conn in mon.conns.values():
+        waiting = next((cid for cid, ws in mon.waiting.items() if conn in ws), "")
+        conns.append({
+            "fd": conn.fd, "mode": conn.mode, "box_id": conn.box_id, "stdin": conn.stdin,
+            "streams": list(conn.streams), "closing": conn.closing,
+            "read_eof": conn.read_eof, "inbuf": _b64(conn.inbuf),
+            "outbuf": _b64(bytes(conn.outbuf)), "pending": _b64(conn.pending),
+            "attached": conn.box is not None, "waiting": waiting,
+        })
+        fds.append(conn.fd)
+    return {"listener": mon.listener.fileno(), "boxes": boxes, "conns": conns,
+            "generation": mon.generation}, sorted(set(fds))
+
+
+def reexec(mon: Monitor) -> None:
+    """Replace this process's program with a fresh monitor that takes over. Returns
+    only if the exec fails (the old program then goes on as before)."""
+    desc, fds = describe(mon)
+    for box in mon.boxes.values():
+        if box.log is not None:
+            os.fsync(box.log.fd)  # the new program appends where this one stopped
+    memfd = os.memfd_create("pallet-monitor-state")
+    os.write(memfd, jsonfast.dumps(desc).encode())
+    for fd in (*fds, memfd):
+        os.set_inheritable(fd, True)
+    argv = [sys.executable, "-m", "pallet.monitor", "--exec-root", mon.exec_root,
+            "--socket", mon.sock_path, "--resume-fd", str(memfd)]
+    try:
+        os.execv(sys.executable, argv)
+    finally:  # still here: the exec failed
+        os.close(memfd)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+
+
+def resume(mon: Monitor, memfd: int) -> None:
+    """Rebuild ``mon`` (fresh, not serving yet) from what the previous program left."""
+    import select
+    import socket
+    import time
+
+    from pallet.monitor.server import Box, Conn
+
+    size = os.fstat(memfd).st_size
+    desc = jsonfast.loads(os.pread(memfd, size, 0))
+    os.close(memfd)
+    mon.listener.close()
+    mon.listener = socket.socket(fileno=int(desc["listener"]))
+    mon.listener.setblocking(False)
+    os.set_inheritable(mon.listener.fileno(), False)
+    now = time.monotonic()
+    for b in desc["boxes"]:
+        box = Box(b["id"], b["state_dir"], bool(b["tty"]), container=b["container"])
+        box.pid, box.master, box.stdin = int(b["pid"]), int(b["master"]), int(b["stdin"])
+        box.stdin_once, box.stdin_closing = bool(b["stdin_once"]), bool(b["stdin_closing"])
+        box.stdin_buf = _unb64(b["stdin_buf"])
+        box.outputs = {int(fd): s for fd, s in b["outputs"].items()}
+        box.started_at, box.finished_at = float(b["started_at"]), float(b["finished_at"])
+        box.exit_code = b["exit_code"]
+        box.oom_killed, box.done = bool(b["oom_killed"]), bool(b["done"])
+        box.deadline = now + float(b["deadline"]) if b["deadline"] else 0.0
+        if b["log"]:
+            lg = b["log"]
+            box.log = logfile.LogWriter(lg["path"], int(lg["max_size"]), int(lg["max_file"]),
+                                        bool(lg["compress"]))
+            box.log._partial = {k: _unb64(v) for k, v in lg["partial"].items()}
+        for fd in {*box.outputs, box.master, box.stdin} - {-1}:
+            os.set_inheritable(fd, False)
+        mon.boxes[box.id] = box
+        if not box.done and box.pid and box.exit_code is None:
+            mon.by_pid[box.pid] = box
+        for fd in box.outputs:
+            mon.out_fds[fd] = box
+            mon.ep.register(fd, select.EPOLLIN)
+        if box.stdin_buf:
+            mon._poll_stdin(box, True)
+    for c in desc["conns"]:
+        sock = socket.socket(fileno=int(c["fd"]))
+        sock.setblocking(False)
+        os.set_inheritable(sock.fileno(), False)
+        conn = Conn(sock)
+        conn.mode, conn.box_id, conn.stdin = str(c["mode"]), str(c["box_id"]), bool(c["stdin"])
+        conn.streams = (bool(c["streams"][0]), bool(c["streams"][1]))
+        conn.closing, conn.read_eof = bool(c["closing"]), bool(c["read_eof"])
+        conn.inbuf = _unb64(c["inbuf"])
+        conn.outbuf = bytearray(_unb64(c["outbuf"]))
+        conn.pending = _unb64(c["pending"])
+        mon.conns[conn.fd] = conn
+        mon.ep.register(conn.fd, select.EPOLLIN)
+        conn.events = select.EPOLLIN
+        owner = mon.boxes.get(conn.box_id)
+        if c["attached"] and owner is not None:
+            owner.attached.append(conn)
+            conn.box = owner
+        elif c["waiting"]:
+            mon.waiting.setdefault(str(c["waiting"]), []).append(conn)
+        mon._modify(conn)
+    mon.generation = int(desc.get("generation", 0)) + 1
