@@ -30,8 +30,17 @@ import sys
 import tempfile
 import time
 
-from bench.images import PREFIX, REPO, Bench, Timer, host_traces, leftovers, remove_traces, \
-    start, stop
+from bench.images import (
+    PREFIX,
+    REPO,
+    Bench,
+    Timer,
+    host_traces,
+    leftovers,
+    remove_traces,
+    start,
+    stop,
+)
 
 IMAGE = "bench/busybox:1"
 SIDES = ("pallet", "docker-cli->palletd", "docker")

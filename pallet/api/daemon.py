@@ -59,7 +59,10 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
     engine = Engine(cfg)
-    runner = web.AppRunner(make_app(engine), access_log=None)
+    # A client that goes away cancels its request (a `wait` or `logs -f` nobody reads
+    # any more must not linger), and stopping palletd does not wait for long streams.
+    runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=True,
+                           shutdown_timeout=2.0)
     await runner.setup()
     # Containers as the monitor sees them, before the first request is served.
     follow = asyncio.create_task(engine.containers.follow_monitor())
@@ -108,7 +111,13 @@ def _dump_tasks() -> None:
     out = io.StringIO()
     for task in asyncio.all_tasks():
         out.write(f"--- {task.get_name()}\n")
-        task.print_stack(file=out)
+        coro: object = task.get_coro()
+        while coro is not None:  # the whole chain of awaits, innermost last
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} "
+                          f"{frame.f_code.co_name}\n")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     log.info("task dump:\n%s", out.getvalue())
 
 

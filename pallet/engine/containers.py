@@ -752,6 +752,10 @@ class ContainerService:
                 # The monitor is not the one that started it (host or monitor restart):
                 # what it left on disk says how it ended, else it is lost.
                 saved = _read_exit(os.path.join(self.run_root, doc["Id"]))
+                if saved is None:
+                    # A monitor that died leaves its containers running with nobody
+                    # holding their output: they are ended and cleaned up, not orphaned.
+                    await asyncio.to_thread(self._end_orphan, doc["Id"])
                 await self._exited(saved or {"id": doc["Id"], "exitCode": 255,
                                              "finishedAt": time.time(), "oomKilled": False})
             elif st["Status"] == "removing":
@@ -838,6 +842,16 @@ class ContainerService:
                 self._save(doc)
             if self._should_restart(doc):
                 self._schedule_restart(doc)
+
+    def _end_orphan(self, cid: str) -> None:
+        from pallet.runtime import lifecycle, state
+
+        try:
+            lifecycle.delete(state.load(self.runtime_root, cid), force=True)
+        except NotFound:
+            pass
+        except (PalletError, OSError) as exc:
+            log.warning("ending orphaned container %s: %s", cid[:12], exc)
 
     def _exec_exited(self, eid: str, rec: dict[str, Any]) -> None:
         ex = self.execs.get(eid)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.compat.test_docker_cli_images import import_busybox
 from tests.conftest import REPO
+from tests.support.leftovers import cgroup_dirs
 from tests.support.palletd import Palletd, start_palletd, stop_palletd
 
 pytestmark = pytest.mark.root
@@ -647,3 +648,37 @@ def test_monitor_upgrade_keeps_containers_logs_and_streams(pd: Palletd,
     attach.stdin.close()  # cat's stdin stays open (not StdinOnce); stop it
     pd.docker("stop", "-t", "1", "pt-up-cat")
     assert attach.wait(timeout=20) == 137
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a killed orphan waits for the host's init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_monitor_killed_leaves_no_orphan(pd: Palletd, names: list[str]) -> None:
+    """kill -9 of pallet-monitor itself: its containers lose their stdio holder; palletd
+    ends them and cleans up (no process, cgroup or mount left), and reports them."""
+    from pallet.engine.monitorclient import MonitorClient
+
+    names.append("pt-orphan")
+    pd.docker("run", "-d", "--name", "pt-orphan", IMAGE, "sleep", "100")
+    info = inspect(pd, "pt-orphan")
+    pid, cid = info["State"]["Pid"], info["Id"]  # type: ignore[index]
+    mon = int(str(MonitorClient(pd.exec_root).call("ping")["pid"]))
+    pd.proc.terminate()
+    pd.proc.wait()
+    os.kill(mon, 9)
+    time.sleep(0.3)
+    new = start_palletd(os.path.dirname(pd.socket))
+    pd.proc = new.proc
+    state = inspect(pd, "pt-orphan")["State"]
+    assert isinstance(state, dict) and state["Status"] == "exited"
+    assert not alive(int(str(pid)))
+    assert cgroup_dirs(str(cid)) == []
+    with open("/proc/self/mountinfo") as f:
+        assert str(cid) not in f.read()
+    assert run(pd, "run", "--rm", IMAGE, "echo", "still works").stdout == "still works\n"
