@@ -275,8 +275,8 @@ def _healthcheck(g: dict[str, object]) -> dict[str, object] | None:
 # --- create / run -------------------------------------------------------------------------
 
 def _create(t: Transport, body: dict[str, object], name: str, pull: str,
-            quiet: bool) -> str:
-    query: dict[str, object] = {"name": name or None}
+            quiet: bool, platform: str = "") -> str:
+    query: dict[str, object] = {"name": name or None, "platform": platform or None}
     image = str(body["Image"])
     if pull == "always":
         _pull(t, image, quiet)
@@ -311,7 +311,8 @@ def create(host: str | None, argv: list[str]) -> int:
     a = parse(argv, CREATE_FLAGS, interspersed=False)
     body, name = create_body(a)
     t = Transport(host)
-    cid = _create(t, body, name, str(a.pull or "missing"), bool(a.quiet))
+    cid = _create(t, body, name, str(a.pull or "missing"), bool(a.quiet),
+                  str(a.platform or ""))
     _cidfile(a.cidfile, cid)
     _out(cid + "\n")
     return 0
@@ -332,7 +333,8 @@ def run(host: str | None, argv: list[str]) -> int:
         return 125
     t = Transport(host)
     try:
-        cid = _create(t, body, name, str(a.pull or "missing"), bool(a.quiet))
+        cid = _create(t, body, name, str(a.pull or "missing"), bool(a.quiet),
+                      str(a.platform or ""))
     except APIError as exc:
         sys.stderr.write(f"pallet: Error response from daemon: {exc.message}.\n")
         return 125
@@ -346,7 +348,7 @@ def run(host: str | None, argv: list[str]) -> int:
         _out(cid + "\n")
         return 0
     return _run_attached(t, cid, bool(a.interactive), bool(a.tty), bool(a.rm),
-                         str(a.detach_keys or ""))
+                         str(a.detach_keys or ""), bool(a.sig_proxy))
 
 
 def _start_error_code(message: str) -> int:
@@ -359,7 +361,7 @@ def _start_error_code(message: str) -> int:
 
 
 def _run_attached(t: Transport, cid: str, interactive: bool, tty: bool, rm: bool,
-                  detach_keys: str) -> int:
+                  detach_keys: str, sig_proxy: bool = True) -> int:
     import _thread  # threading costs ~1.5 ms more to import, for nothing used here
 
     sock, early = t.hijack(f"/containers/{cid}/attach", {
@@ -391,11 +393,28 @@ def _run_attached(t: Transport, cid: str, interactive: bool, tty: bool, rm: bool
         return _start_error_code(exc.message)
     if tty and os.isatty(1):
         _resize(t, f"/containers/{cid}/resize")
+    if sig_proxy and not tty:
+        _proxy_signals(t, cid)
     stream(sock, early, interactive, tty)
     done.acquire()
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     return int(str(result.get("StatusCode", 0)))
+
+
+def _proxy_signals(t: Transport, cid: str) -> None:
+    """--sig-proxy: the signals we get go to the container (as the docker CLI does)."""
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            t.request("POST", f"/containers/{cid}/kill", {"signal": str(signum)}).close()
+        except (OSError, APIError):
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
 
 
 def _resize(t: Transport, path: str) -> None:

@@ -45,8 +45,17 @@ class Engine:
         return body
 
     def disk_usage(self) -> dict[str, object]:
+        """`system df`: a container's size is its writable layer plus its logs (which
+        pallet rotates, and counts)."""
+        from pallet.monitor import logfile
+
         images = self.images.listing("1.44", {})
+        containers = self.containers.listing(all_=True, size=True)
         for img in images:
-            img["Containers"] = 0
-        return {"LayersSize": self.images.layers_size(), "Images": images, "Containers": [],
-                "Volumes": [], "BuildCache": []}
+            img["Containers"] = sum(1 for c in containers if c["ImageID"] == img["Id"])
+        for c in containers:
+            doc = self.containers.docs.get(c["Id"])
+            if doc is not None and doc.get("LogPath"):
+                c["SizeRw"] = int(c.get("SizeRw") or 0) + logfile.size(doc["LogPath"])
+        return {"LayersSize": self.images.layers_size(), "Images": images,
+                "Containers": containers, "Volumes": [], "BuildCache": []}

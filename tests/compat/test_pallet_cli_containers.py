@@ -106,3 +106,23 @@ def test_run_it_on_a_terminal(pd: Palletd) -> None:
     text, code = read_pty([sys.executable, "-m", "pallet.cli.main", "run", "-it", "--rm",
                            IMAGE, "sh", "-c", "tty; stty size; exit 2"], env, 24, 80)
     assert code == 2 and "/dev/pts/0\n" in text and "24 80\n" in text
+
+
+def test_sig_proxy_and_logs_in_system_df(pd: Palletd) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pallet.cli.main", "run", "--name", "pc-sig", IMAGE, "sh", "-c",
+         'trap "echo got TERM; exit 3" TERM; i=0; while [ $i -lt 500 ]; do '
+         'echo padding-line-$i; i=$((i+1)); done; while :; do sleep 0.1; done'],
+        cwd=REPO, env={**os.environ, "DOCKER_HOST": pd.host}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        while "padding-line-499" not in proc.stdout.readline():
+            pass
+        proc.send_signal(15)  # to the CLI: it passes it on to the container
+        out, _ = proc.communicate(timeout=20)
+        assert "got TERM" in out and proc.returncode == 3
+        df = json.loads(pd.request("GET", "/v1.44/system/df")[2])
+        mine = [c for c in df["Containers"] if c["Names"] == ["/pc-sig"]]
+        assert len(mine) == 1 and mine[0]["SizeRw"] >= 500 * 40  # its log is counted
+    finally:
+        pallet(pd, "rm", "-f", "pc-sig")
