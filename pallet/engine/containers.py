@@ -158,7 +158,8 @@ class ContainerService:
             if not args:
                 raise InvalidArgument("no command specified")
             ocispec.build(cfg, hc, ocispec.Context(  # validate now
-                cid=cid, rootfs="/", init_path=self.cfg.init_path))
+                cid=cid, rootfs="/", init_path=self.cfg.init_path,
+                block_devices=_block_devices(hc)))
             data_dir = os.path.join(self.root, cid)
             hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
             log_type = hc["LogConfig"].get("Type") or "json-file"
@@ -560,7 +561,7 @@ class ContainerService:
                                             doc["HostConfig"].get("GroupAdd") or [])
             proc["user"] = {"uid": uid, "gid": gid, "additionalGids": sorted({gid, *groups})}
         if pc["privileged"]:
-            proc["capabilities"] = {k: list(ocispec.ALL_CAPS)
+            proc["capabilities"] = {k: list(ocispec.bounding_set())
                                     for k in ("bounding", "effective", "permitted")}
         return proc
 

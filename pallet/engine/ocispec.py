@@ -94,11 +94,22 @@ class Context:
     block_devices: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> maj:min
 
 
+def bounding_set() -> tuple[str, ...]:
+    """The capabilities this process may hand on (/proc/self/status CapBnd): --privileged
+    gets all of them, not ones the host withholds from us."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration):
+        return tuple(ALL_CAPS)
+    return tuple(c for i, c in enumerate(ALL_CAPS) if mask >> i & 1)
+
+
 def capabilities(add: list[str] | None, drop: list[str] | None,
                  privileged: bool) -> list[str]:
     """Docker's default set with --cap-add/--cap-drop applied (names with or without CAP_)."""
     if privileged:
-        return list(ALL_CAPS)
+        return list(bounding_set())
 
     def norm(name: str) -> str:
         n = name.strip().upper()
@@ -116,7 +127,7 @@ def capabilities(add: list[str] | None, drop: list[str] | None,
     else:
         caps = [c for c in DEFAULT_CAPS if c not in drops]
     if "ALL" in adds:
-        return [c for c in ALL_CAPS if c not in drops or c in adds]
+        return [c for c in bounding_set() if c not in drops or c in adds]
     for c in adds:
         if c not in caps:
             caps.append(c)
@@ -310,7 +321,8 @@ def _namespaces(hc: dict[str, Any], ctx: Context, net_mode: str) -> list[dict[st
         if mode == "host":
             return
         if mode.startswith("container:"):
-            out.append({"type": kind, "path": ctx.ns_paths[kind]})
+            # resolved at start; at create (validation) the other may not run yet
+            out.append({"type": kind, "path": ctx.ns_paths.get(kind, f"/proc/1/ns/{kind}")})
             return
         out.append({"type": kind})
 

@@ -147,10 +147,28 @@ def _spawn(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
         if not ns.path and ns.type not in ("cgroup", "time"):
             flags |= init.NS_FLAGS[ns.type]
     pidns = lx.namespace("pid")
+    timens = lx.namespace("time")
+    # pid and time namespaces are joined (or made) here for the clone below to land in;
+    # ours come back right after it, for a caller that creates more (pallet-monitor).
+    ours = [(os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag)
+            for name, flag, ns in (("pid_for_children", sched.CLONE_NEWPID, pidns),
+                                   ("time_for_children", sched.CLONE_NEWTIME, timens))
+            if ns is not None and (ns.path or flag == sched.CLONE_NEWTIME)]
+    try:
+        return _spawn_in(ctr, spec, rootfs, cg, opts, flags, pidns, timens)
+    finally:
+        for fd, flag in ours:
+            sched.setns(fd, flag)
+            os.close(fd)
+
+
+def _spawn_in(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
+              opts: CreateOptions, flags: int, pidns: ocispec.Namespace | None,
+              timens: ocispec.Namespace | None) -> int:
+    lx = spec.linux
     if pidns is not None and pidns.path:
         # setns(pid) only affects children: join it here, the clone below lands in it.
         _setns_path(pidns.path, sched.CLONE_NEWPID)
-    timens = lx.namespace("time")
     if timens is not None:
         if timens.path:
             _setns_path(timens.path, sched.CLONE_NEWTIME)

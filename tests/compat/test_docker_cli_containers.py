@@ -682,3 +682,28 @@ def test_a_monitor_killed_leaves_no_orphan(pd: Palletd, names: list[str]) -> Non
     with open("/proc/self/mountinfo") as f:
         assert str(cid) not in f.read()
     assert run(pd, "run", "--rm", IMAGE, "echo", "still works").stdout == "still works\n"
+
+
+def test_joined_namespaces_privileged_and_throttles(pd: Palletd, names: list[str]) -> None:
+    names.append("pt-base")
+    pd.docker("run", "-d", "--name", "pt-base", "--hostname", "basehost", IMAGE,
+              "sleep", "100")
+    out = run(pd, "run", "--rm", "--pid", "container:pt-base", IMAGE, "ps", "-o", "comm")
+    assert out.stdout.split()[:2] == ["COMMAND", "sleep"]  # its pid 1 is pt-base's
+    # the monitor's own pid namespace for later containers is untouched
+    assert run(pd, "run", "--rm", IMAGE, "sh", "-c", "echo $$").stdout == "1\n"
+    out = run(pd, "run", "--rm", "--net", "container:pt-base", "--ipc", "container:pt-base",
+              IMAGE, "true")
+    assert out.returncode == 0, out.stderr
+    out = run(pd, "run", "--rm", "--privileged", IMAGE, "sh", "-c",
+              "grep CapEff /proc/self/status; grep Seccomp: /proc/self/status")
+    eff = int(out.stdout.split()[1], 16)
+    with open("/proc/self/status") as f:
+        bnd = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapBnd:"))
+    assert eff == bnd and out.stdout.split()[3] == "0"  # every capability we have; no filter
+    dev = os.stat("/").st_dev
+    block = f"/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    if os.path.exists(block):
+        out = run(pd, "run", "--rm", "--device-read-bps", f"{block}:1mb", IMAGE, "cat",
+                  "/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device")
+        assert out.stdout.split() == [f"{os.major(dev)}:{os.minor(dev)}", "1048576"], out.stderr
