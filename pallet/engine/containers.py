@@ -300,6 +300,10 @@ class ContainerService:
     def _spawn(self, doc: dict[str, Any], rootfs: str) -> tuple[int, float]:
         cid = doc["Id"]
         cfg, hc = doc["Config"], doc["HostConfig"]
+        net = str(hc.get("NetworkMode") or "default")
+        if net not in ("default", "bridge", "none", "host") and not net.startswith("container:"):
+            # at start, as dockerd: a 404 from create makes the docker CLI pull the image
+            raise NotFound(f"network {net} not found")
         if hc.get("Init") and not os.path.exists(self.cfg.init_path):
             raise NotSupported(f"--init: {self.cfg.init_path} is not installed "
                                "(apt-get install tini)")
@@ -1273,9 +1277,10 @@ def _check_host_config(hc: dict[str, Any]) -> None:
                               "use one of 'none', 'kill', 'restart', 'stop'")
     if hc.get("AutoRemove") and policy != "no":
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    net = str(hc.get("NetworkMode") or "default")
-    if net not in ("default", "bridge", "none", "host") and not net.startswith("container:"):
-        raise NotFound(f"network {net} not found")
+    if any(hc.get("PortBindings") or {}) or hc.get("PublishAllPorts"):
+        raise NotSupported("published ports (-p, -P) are not supported yet: they come with "
+                           "container networks")
+
 
 
 def resolve_user(rootfs: str, user: str, group_add: list[str]) -> tuple[int, int, list[int]]:

@@ -273,6 +273,9 @@ def _mounts(cfg: dict[str, Any], hc: dict[str, Any], ctx: Context,
     for bind in hc.get("Binds") or []:
         mounts.append(_bind(bind))
         taken.add(mounts[-1]["destination"])
+    for m in hc.get("Mounts") or []:  # --mount
+        mounts.append(_mount(m))
+        taken.add(mounts[-1]["destination"])
     if hc.get("Init"):
         if not ctx.init_path:
             raise NotSupported("--init: no init binary is configured")
@@ -312,6 +315,39 @@ def _bind(spec: str) -> dict[str, Any]:
     if not any(o.endswith(("private", "shared", "slave")) for o in out):
         out.append("rprivate")
     return {"destination": dest, "type": "bind", "source": src, "options": out}
+
+
+def _mount(m: dict[str, Any]) -> dict[str, Any]:
+    """One HostConfig.Mounts entry (--mount type=bind|tmpfs,...)."""
+    kind = str(m.get("Type") or "volume")
+    dest = str(m.get("Target") or "")
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"invalid mount config: mount path must be absolute: {dest!r}")
+    ro = ["ro"] if m.get("ReadOnly") else []
+    if kind == "bind":
+        src = str(m.get("Source") or "")
+        if not src.startswith("/"):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount "
+                                  f"path: '{src}' mount path must be absolute")
+        if not os.path.exists(src):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": bind source "
+                                  f"path does not exist: {src}")
+        prop = (m.get("BindOptions") or {}).get("Propagation") or "rprivate"
+        return {"destination": dest, "type": "bind", "source": src,
+                "options": ["rbind", *ro, prop]}
+    if kind == "tmpfs":
+        opts = m.get("TmpfsOptions") or {}
+        extra = []
+        if opts.get("SizeBytes"):
+            extra.append(f"size={int(opts['SizeBytes'])}")
+        if opts.get("Mode"):
+            extra.append(f"mode={int(opts['Mode']):o}")
+        return {"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                "options": ["noexec", "nosuid", "nodev", *ro, *extra]}
+    if kind == "volume":
+        raise NotSupported("--mount type=volume: volumes are not supported yet "
+                           "(bind a host path instead)")
+    raise InvalidArgument(f"invalid mount config: mount type unknown: {kind!r}")
 
 
 def _namespaces(hc: dict[str, Any], ctx: Context, net_mode: str) -> list[dict[str, str]]:

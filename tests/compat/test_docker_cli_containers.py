@@ -707,3 +707,25 @@ def test_joined_namespaces_privileged_and_throttles(pd: Palletd, names: list[str
         out = run(pd, "run", "--rm", "--device-read-bps", f"{block}:1mb", IMAGE, "cat",
                   "/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device")
         assert out.stdout.split() == [f"{os.major(dev)}:{os.minor(dev)}", "1048576"], out.stderr
+
+
+def test_mounts_and_what_is_not_there_yet(pd: Palletd, tmp_path: os.PathLike[str]) -> None:
+    src = os.path.join(tmp_path, "src")
+    os.mkdir(src)
+    with open(os.path.join(src, "f"), "w") as f:
+        f.write("from the host\n")
+    out = run(pd, "run", "--rm", "--mount", f"type=bind,source={src},target=/data,readonly",
+              "-v", f"{src}:/rw", IMAGE, "sh", "-c",
+              "cat /data/f; touch /data/x 2>/dev/null || echo ro; touch /rw/made")
+    assert out.stdout == "from the host\nro\n" and os.path.exists(os.path.join(src, "made"))
+    out = run(pd, "run", "--rm", "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1048576",
+              IMAGE, "sh", "-c", "df -k /scratch | tail -1")
+    assert out.stdout.split()[:2] == ["tmpfs", "1024"]
+    before = pd.docker("ps", "-aq").stdout
+    for args, words in ((["-p", "8080:80"], "published ports"),
+                        (["--mount", "source=vol,target=/v"], "volumes are not supported yet"),
+                        (["-v", "vol:/v"], "volumes are not supported yet"),
+                        (["--network", "mynet"], "network mynet not found")):
+        out = run(pd, "run", "--rm", *args, IMAGE, "true")
+        assert out.returncode == 125 and words in out.stderr, (args, out.stderr)
+    assert pd.docker("ps", "-aq").stdout == before  # nothing half-created
