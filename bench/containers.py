@@ -3,8 +3,9 @@
 Run as root:  .venv/bin/python -m bench.containers [--rounds N] [--idle N]
 
 A private palletd and a private dockerd (own sockets, data and exec roots, no bridge,
-no firewall rules; runc from Debian is dockerd's runtime), both given the same busybox
-image (`docker import` of the busybox-static rootfs). Every container runs with
+no firewall rules; runc from Debian is dockerd's runtime), their stores on a private
+journaled ext4 (--fs loop, the default; bench.images.make_fs says why), both given the
+same busybox image (`docker import` of the busybox-static rootfs). Every container runs with
 `--network none` on both sides: the same network mode. Each round times, in turn
 (the order rotating from round to round):
 
@@ -17,6 +18,8 @@ image (`docker import` of the busybox-static rootfs). Every container runs with
 and, once, the engine's memory per idle container: the PSS of palletd + pallet-monitor
 (dockerd + containerd + the shims) before and after starting --idle containers
 (default 200), divided by their number. Medians, min-max and the pallet/docker ratio.
+Before each side's turn the bench waits SETTLE seconds for the previous side's clean-up
+(dockerd goes on removing containers after `rm -f` answers).
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from bench.images import (
     Timer,
     host_traces,
     leftovers,
+    make_fs,
     remove_traces,
     start,
     stop,
 )
 
 IMAGE = "bench/busybox:1"
+SETTLE = 5.0
 SIDES = ("pallet", "docker-cli->palletd", "docker")
 
 
@@ -142,6 +147,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--idle", type=int, default=200)
+    parser.add_argument("--fs", choices=("loop", "host"), default="loop",
+                        help="stores on a private journaled ext4 (default) or on /tmp's")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench.containers: run as root")
@@ -150,10 +157,12 @@ def main() -> int:
             sys.exit(f"bench.containers: {tool} is not installed (apt-get install docker.io)")
     traces = host_traces()
     bench = Bench(tempfile.mkdtemp(prefix=PREFIX), tempfile.mkdtemp(prefix=PREFIX, dir="/run"))
-    bench.work = bench.base
     pallet = [os.path.join(REPO, ".venv", "bin", "pallet")]
     timer = None
     try:
+        # Both engines' stores on a journaled ext4 (bench.images.make_fs says why): on
+        # this VM's journal-less root every round of create/remove made the next slower.
+        make_fs(bench, args.fs)
         config = os.path.join(bench.work, "docker-config")
         os.mkdir(config, 0o700)
         bench.env = {**os.environ, "DOCKER_CONFIG": config}
@@ -167,6 +176,10 @@ def main() -> int:
             for side in order:
                 argv, host = cli(side, pallet, phost, dhost)
                 env = {**bench.env, "DOCKER_HOST": host}
+                # Let the previous side's clean-up finish (dockerd and containerd go on
+                # removing containers and snapshots after `rm -f` answers): every side
+                # is timed on a machine at rest.
+                time.sleep(SETTLE)
                 t, _ = timer.time([*argv, "run", "--rm", "--network", "none", IMAGE, "true"],
                                   env)
                 results.setdefault(("run", side), []).append(t)
@@ -194,6 +207,8 @@ def main() -> int:
         for proc in reversed(bench.procs):
             stop(proc)
         _stop_monitor(os.path.join(bench.run, "palletd"))
+        if bench.mounted:
+            subprocess.run(["umount", bench.work], check=False)
         remove_traces(traces)
         left = leftovers(bench)
         if not left:
