@@ -58,6 +58,13 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext:
 
 
 async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
+    # Bad flags are refused before anything starts (the monitor, the stores).
+    tls: ssl.SSLContext | None = None
+    for host in cfg.hosts:
+        if host.startswith("tcp://"):
+            tls = tls_context(args)
+        elif not host.startswith("unix://"):
+            raise InvalidArgument(f"invalid host: {host}")
     engine = Engine(cfg)
     # A client that goes away cancels its request (a `wait` or `logs -f` nobody reads
     # any more must not linger), and stopping palletd does not wait for long streams.
@@ -82,8 +89,7 @@ async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
             _secure_socket(path, args.group)
         elif host.startswith("tcp://"):
             addr, _, port = host[len("tcp://"):].rpartition(":")
-            site = web.TCPSite(runner, addr or "127.0.0.1", int(port),
-                               ssl_context=tls_context(args))
+            site = web.TCPSite(runner, addr or "127.0.0.1", int(port), ssl_context=tls)
             await site.start()
         else:
             raise InvalidArgument(f"invalid host: {host}")
