@@ -39,11 +39,8 @@ from bench.images import (
     Bench,
     Timer,
     host_traces,
-    leftovers,
-    make_fs,
-    remove_traces,
-    start,
-    stop,
+    setup,
+    teardown,
 )
 
 IMAGE = "bench/busybox:1"
@@ -162,11 +159,7 @@ def main() -> int:
     try:
         # Both engines' stores on a journaled ext4 (bench.images.make_fs says why): on
         # this VM's journal-less root every round of create/remove made the next slower.
-        make_fs(bench, args.fs)
-        config = os.path.join(bench.work, "docker-config")
-        os.mkdir(config, 0o700)
-        bench.env = {**os.environ, "DOCKER_CONFIG": config}
-        phost, dhost = start(bench)
+        phost, dhost = setup(bench, args.fs)
         pallet += ["-H", phost]
         import_image(bench, phost, dhost)
         timer = Timer([])
@@ -204,30 +197,8 @@ def main() -> int:
     finally:
         if timer is not None:
             timer.close()
-        for proc in reversed(bench.procs):
-            stop(proc)
-        _stop_monitor(os.path.join(bench.run, "palletd"))
-        if bench.mounted:
-            subprocess.run(["umount", bench.work], check=False)
-        remove_traces(traces)
-        left = leftovers(bench)
-        if not left:
-            shutil.rmtree(bench.base, ignore_errors=True)
-            shutil.rmtree(bench.run, ignore_errors=True)
-        else:
-            print("LEFT BEHIND:\n  " + "\n  ".join(left), file=sys.stderr)
+        teardown(bench, traces)
     return 0
-
-
-def _stop_monitor(exec_root: str) -> None:
-    sys.path.insert(0, REPO)
-    from pallet.engine.monitorclient import MonitorClient
-
-    try:
-        MonitorClient(exec_root).call("shutdown", force=True)
-    except OSError:
-        return
-    time.sleep(0.5)
 
 
 def report(results: dict[tuple[str, str], list[float]], rounds: int,

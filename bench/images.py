@@ -404,11 +404,7 @@ def main() -> int:
     pallet = [os.path.join(REPO, ".venv", "bin", "pallet")]
     timers: dict[str, Timer] = {}
     try:
-        make_fs(bench, args.fs)
-        config = os.path.join(bench.work, "docker-config")
-        os.mkdir(config, 0o700)
-        bench.env = {**os.environ, "DOCKER_CONFIG": config}
-        phost, dhost = start(bench)
+        phost, dhost = setup(bench, args.fs)
         pallet += ["-H", phost]
         bench.source = start_registry(bench.work)
         bench.procs.append(bench.source.proc)
@@ -433,19 +429,42 @@ def main() -> int:
     finally:
         for t in timers.values():
             t.close()
-        for proc in reversed(bench.procs):
-            stop(proc)
-        if bench.mounted:
-            subprocess.run(["umount", bench.work], check=False)
-        remove_traces(traces)
-        left = leftovers(bench)
-        if not left:  # never remove what a live mount still shows
-            shutil.rmtree(bench.base, ignore_errors=True)
-            shutil.rmtree(bench.run, ignore_errors=True)
-        else:
-            print("LEFT BEHIND:\n  " + "\n  ".join(left), file=sys.stderr)
+        teardown(bench, traces)
     return 0
 
+
+def setup(bench: Bench, fs: str) -> tuple[str, str]:
+    """The stores (make_fs), a private docker config, palletd and dockerd: their hosts."""
+    make_fs(bench, fs)
+    config = os.path.join(bench.work, "docker-config")
+    os.mkdir(config, 0o700)
+    bench.env = {**os.environ, "DOCKER_CONFIG": config}
+    return start(bench)
+
+
+def teardown(bench: Bench, traces: list[str]) -> None:
+    """Stop everything the bench started (palletd's monitor and its containers too),
+    unmount, and remove the bench's dirs unless something is left (then say what)."""
+    for proc in reversed(bench.procs):
+        stop(proc)
+    stop_monitor(os.path.join(bench.run, "palletd"))
+    if bench.mounted:
+        subprocess.run(["umount", bench.work], check=False)
+    remove_traces(traces)
+    left = leftovers(bench)
+    if not left:  # never remove what a live mount still shows
+        shutil.rmtree(bench.base, ignore_errors=True)
+        shutil.rmtree(bench.run, ignore_errors=True)
+    else:
+        print("LEFT BEHIND:\n  " + "\n  ".join(left), file=sys.stderr)
+
+
+def stop_monitor(exec_root: str) -> None:
+    """Shut palletd's pallet-monitor down, its containers with it (palletd started it)."""
+    sys.path.insert(0, REPO)
+    from pallet.engine.monitorclient import MonitorClient
+
+    MonitorClient(exec_root).shutdown()
 
 def report(results: dict[tuple[str, str], list[float]], rounds: int, fs: str) -> None:
     where = "a private journaled ext4" if fs == "loop" else "the host's /tmp"

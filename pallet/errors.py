@@ -55,3 +55,14 @@ class SystemFailure(PalletError):
         super().__init__(message, op=op, obj=obj)
         self.errno = errno
         self.path = path
+
+
+def start_exit_code(message: str, otherwise: int) -> int:
+    """The exit code a process that could not start is given, from the reason: 127 for a
+    command not found, 126 for one not executable, else ``otherwise`` (Docker's rules:
+    dockerd records 128 in the container's state, the docker CLI exits 125)."""
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message.lower():
+        return 126
+    return otherwise

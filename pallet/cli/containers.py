@@ -12,6 +12,7 @@ import time
 
 from pallet.cli.flags import INT, LIST, STR, Flag, UsageError, parse
 from pallet.client.transport import APIError, Transport
+from pallet.errors import start_exit_code
 from pallet.oci import jsonfast as json
 
 _FORMAT = Flag("-f,--format", STR)
@@ -344,20 +345,11 @@ def run(host: str | None, argv: list[str]) -> int:
             t.request("POST", f"/containers/{cid}/start").close()
         except APIError as exc:
             sys.stderr.write(f"pallet: Error response from daemon: {exc.message}.\n")
-            return _start_error_code(exc.message)
+            return start_exit_code(exc.message, 125)
         _out(cid + "\n")
         return 0
     return _run_attached(t, cid, bool(a.interactive), bool(a.tty), bool(a.rm),
                          str(a.detach_keys or ""), bool(a.sig_proxy))
-
-
-def _start_error_code(message: str) -> int:
-    """docker run's exit code for a container that could not start."""
-    if "executable file not found" in message or "no such file or directory" in message:
-        return 127
-    if "permission denied" in message.lower():
-        return 126
-    return 125
 
 
 def _run_attached(t: Transport, cid: str, interactive: bool, tty: bool, rm: bool,
@@ -390,7 +382,7 @@ def _run_attached(t: Transport, cid: str, interactive: bool, tty: bool, rm: bool
     except APIError as exc:
         sock.close()
         sys.stderr.write(f"pallet: Error response from daemon: {exc.message}.\n")
-        return _start_error_code(exc.message)
+        return start_exit_code(exc.message, 125)
     if tty and os.isatty(1):
         _resize(t, f"/containers/{cid}/resize")
     if sig_proxy and not tty:

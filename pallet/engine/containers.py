@@ -39,6 +39,7 @@ from pallet.errors import (
     NotFound,
     NotSupported,
     PalletError,
+    start_exit_code,
 )
 from pallet.linux import signals
 from pallet.monitor import logfile
@@ -265,7 +266,7 @@ class ContainerService:
                 pid, started = self._spawn(doc, rootfs)
             except PalletError as exc:
                 self._unmount(doc)
-                st.update(Error=str(exc), ExitCode=_start_exit_code(str(exc)))
+                st.update(Error=str(exc), ExitCode=start_exit_code(str(exc), 128))
                 self._save(doc)
                 if doc["HostConfig"].get("AutoRemove"):
                     self._remove_stopped(doc)  # as dockerd: --rm holds for a failed start
@@ -511,18 +512,7 @@ class ContainerService:
         if not cmd:
             raise InvalidArgument("No exec command specified")
         eid = secrets.token_hex(32)
-        ex = {
-            "ID": eid, "ContainerID": doc["Id"], "Running": False, "ExitCode": None,
-            "Pid": 0, "CanRemove": False, "DetachKeys": body.get("DetachKeys") or "",
-            "OpenStdin": bool(body.get("AttachStdin")),
-            "OpenStdout": bool(body.get("AttachStdout")),
-            "OpenStderr": bool(body.get("AttachStderr")),
-            "ProcessConfig": {"tty": bool(body.get("Tty")), "entrypoint": cmd[0],
-                              "arguments": cmd[1:], "privileged": bool(body.get("Privileged")),
-                              "user": body.get("User") or ""},
-            "Env": list(body.get("Env") or []), "WorkingDir": body.get("WorkingDir") or "",
-            "ConsoleSize": body.get("ConsoleSize"),
-        }
+        ex = _exec_record(eid, doc["Id"], cmd, body)
         with self._lock:
             self.execs[eid] = ex
             doc["ExecIDs"] = [*(doc.get("ExecIDs") or []), eid]
@@ -592,7 +582,7 @@ class ContainerService:
                 reader, writer, reply = await self.monitor.open_stream("exec", **args)
                 stream = (reader, writer)
         except PalletError as exc:
-            ex.update(Running=False, ExitCode=_start_exit_code(str(exc)))
+            ex.update(Running=False, ExitCode=start_exit_code(str(exc), 128))
             raise
         ex.update(Running=True, Pid=int(str(reply["pid"])))
         doc = self.get(ex["ContainerID"])
@@ -665,12 +655,8 @@ class ContainerService:
         """Run one probe in the container: its exit code and (at most 4 KiB of) output."""
         start = time.time()
         eid = "health-" + secrets.token_hex(16)
-        ex = {"ID": eid, "ContainerID": doc["Id"], "Running": False, "ExitCode": None,
-              "Pid": 0, "OpenStdin": False, "OpenStdout": True, "OpenStderr": True,
-              "DetachKeys": "", "Env": [], "WorkingDir": "", "ConsoleSize": None,
-              "ProcessConfig": {"tty": False, "entrypoint": test[0], "arguments": test[1:],
-                                "privileged": False, "user": ""}}
-        self.execs[eid] = ex
+        ex = _exec_record(eid, doc["Id"], test, {"AttachStdout": True, "AttachStderr": True})
+        self.execs[eid] = ex  # not in the container's ExecIDs: dockerd lists no probe
         output = b""
         code = -1
         try:
@@ -1171,6 +1157,22 @@ def _healthcheck(doc: dict[str, Any]) -> tuple[list[str], float, float, int, flo
             (hc.get("StartInterval") or 5 * NS) / NS)
 
 
+def _exec_record(eid: str, cid: str, cmd: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    """What palletd keeps of an exec (GET /exec/{id}/json's fields and the request's)."""
+    return {
+        "ID": eid, "ContainerID": cid, "Running": False, "ExitCode": None,
+        "Pid": 0, "CanRemove": False, "DetachKeys": body.get("DetachKeys") or "",
+        "OpenStdin": bool(body.get("AttachStdin")),
+        "OpenStdout": bool(body.get("AttachStdout")),
+        "OpenStderr": bool(body.get("AttachStderr")),
+        "ProcessConfig": {"tty": bool(body.get("Tty")), "entrypoint": cmd[0],
+                          "arguments": cmd[1:], "privileged": bool(body.get("Privileged")),
+                          "user": body.get("User") or ""},
+        "Env": list(body.get("Env") or []), "WorkingDir": body.get("WorkingDir") or "",
+        "ConsoleSize": body.get("ConsoleSize"),
+    }
+
+
 def failpoint(name: str) -> None:
     """Die here as if killed with SIGKILL, when PALLET_FAILPOINT names this point (tests
     of what a crash in the middle of an operation leaves)."""
@@ -1178,15 +1180,6 @@ def failpoint(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _start_exit_code(message: str) -> int:
-    """The exit code Docker records for a container that could not start."""
-    if "executable file not found" in message or "no such file or directory" in message:
-        return 127
-    if "permission denied" in message.lower():
-        return 126
-    return 128
 
 
 def merge_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:

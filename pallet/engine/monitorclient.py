@@ -55,6 +55,23 @@ class MonitorClient:
                         raise
                     time.sleep(0.01)
 
+    def shutdown(self, timeout: float = 20.0) -> None:
+        """Stop the monitor (its containers killed first) and wait until it is gone;
+        nothing to do when none answers."""
+        try:
+            pid = int(str(self.call("ping")["pid"]))
+            self.call("shutdown", force=True)
+        except OSError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        raise SystemFailure(f"pallet-monitor {pid} did not exit", op="monitor")
+
     def call(self, op: str, **args: object) -> dict[str, object]:
         """One request, one reply; the monitor's error comes back as its exception."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -134,10 +134,16 @@ def capabilities(add: list[str] | None, drop: list[str] | None,
     return caps
 
 
+_SECCOMP_TEXT: str | None = None  # data/seccomp-default.json, read once
+
+
 def _default_seccomp() -> dict[str, Any]:
-    path = os.path.join(os.path.dirname(__file__), "data", "seccomp-default.json")
-    with open(path) as f:
-        profile: dict[str, Any] = json.load(f)
+    """A fresh copy of Docker's profile (the caller adds to it)."""
+    global _SECCOMP_TEXT
+    if _SECCOMP_TEXT is None:
+        with open(os.path.join(os.path.dirname(__file__), "data", "seccomp-default.json")) as f:
+            _SECCOMP_TEXT = f.read()
+    profile: dict[str, Any] = json.loads(_SECCOMP_TEXT)
     return profile
 
 

@@ -345,36 +345,13 @@ class Monitor:
         opts = container.CreateOptions(bundle=bundle, terminal_relay=box.tty)
         theirs: list[int] = []
         try:
-            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            theirs.append(null)
-            if box.tty:
-                opts.stdio = (null, null, null)
-            else:
-                if open_stdin:
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    theirs.append(r)
-                    box.stdin = w
-                    os.set_blocking(w, False)
-                    stdin = r
-                else:
-                    stdin = null
-                out_r, out_w = os.pipe2(os.O_CLOEXEC)
-                theirs.append(out_w)
-                err_r, err_w = os.pipe2(os.O_CLOEXEC)
-                theirs.append(err_w)
-                box.outputs = {out_r: "stdout", err_r: "stderr"}
-                opts.stdio = (stdin, out_w, err_w)
+            stdio = self._stdio(box, open_stdin, theirs)
+            opts.stdio = stdio or (theirs[0],) * 3  # with a terminal: /dev/null until then
             ctr, pid = container.create(self.runtime_root, box.id, opts)
             box.pid = pid
             if box.tty:
-                from pallet.runtime import ttyrelay
-
-                box.master = ttyrelay.recv_master(opts.relay_fd)
+                self._take_terminal(box, opts.relay_fd, open_stdin)
                 opts.relay_fd = -1
-                os.set_blocking(box.master, False)
-                box.outputs = {box.master: "stdout"}
-                if open_stdin:
-                    box.stdin = box.master
             try:
                 lifecycle.start(ctr)
             except BaseException:
@@ -387,6 +364,42 @@ class Monitor:
             if opts.relay_fd >= 0:
                 os.close(opts.relay_fd)
         box.started_at = time.time()
+        self._watch_outputs(box)
+
+    def _stdio(self, box: Box, open_stdin: bool,
+               theirs: list[int]) -> tuple[int, int, int] | None:
+        """The process's stdin, stdout and stderr ends (None with a terminal), ours kept
+        in ``box``; ``theirs`` collects what to close once the process has them (its
+        first entry /dev/null)."""
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        theirs.append(null)
+        if box.tty:
+            return None
+        stdin = null
+        if open_stdin:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            theirs.append(r)
+            box.stdin = w
+            os.set_blocking(w, False)
+            stdin = r
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        theirs += [out_w, err_w]
+        box.outputs = {out_r: "stdout", err_r: "stderr"}
+        return stdin, out_w, err_w
+
+    def _take_terminal(self, box: Box, relay_fd: int, open_stdin: bool) -> None:
+        """The pty master the process sends over ``relay_fd`` (closed): its output and,
+        with ``open_stdin``, its input."""
+        from pallet.runtime import ttyrelay
+
+        box.master = ttyrelay.recv_master(relay_fd)
+        os.set_blocking(box.master, False)
+        box.outputs = {box.master: "stdout"}
+        if open_stdin:
+            box.stdin = box.master
+
+    def _watch_outputs(self, box: Box) -> None:
         for fd in box.outputs:
             os.set_blocking(fd, False)
             self.out_fds[fd] = box
@@ -433,47 +446,25 @@ class Monitor:
 
         theirs: list[int] = []
         relay = console = -1
-        stdio: tuple[int, int, int] | None = None
         try:
-            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            theirs.append(null)
+            stdio = self._stdio(box, open_stdin, theirs)
             if box.tty:
                 relay, console = ttyrelay.socketpair()
                 theirs.append(console)
-            else:
-                stdin = null
-                if open_stdin:
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    theirs.append(r)
-                    box.stdin = w
-                    os.set_blocking(w, False)
-                    stdin = r
-                out_r, out_w = os.pipe2(os.O_CLOEXEC)
-                err_r, err_w = os.pipe2(os.O_CLOEXEC)
-                theirs += [out_w, err_w]
-                box.outputs = {out_r: "stdout", err_r: "stderr"}
-                stdio = (stdin, out_w, err_w)
             # Straight from here: start_in joins the container's pid namespace only for
             # the fork and comes back to ours (no intermediate process, no waiting on it).
             ctr = state.load(self.runtime_root, cid)
             box.pid = execproc.start_in(ctr, proc_spec, console_fd=console, stdio=stdio,
                                         keep_ours=True)
             if box.tty:
-                box.master = ttyrelay.recv_master(relay)
+                self._take_terminal(box, relay, open_stdin)
                 relay = -1
-                os.set_blocking(box.master, False)
-                box.outputs = {box.master: "stdout"}
-                if open_stdin:
-                    box.stdin = box.master
         finally:
             for fd in theirs:
                 os.close(fd)
             if relay >= 0:
                 os.close(relay)
-        for fd in box.outputs:
-            os.set_blocking(fd, False)
-            self.out_fds[fd] = box
-            self.ep.register(fd, select.EPOLLIN)
+        self._watch_outputs(box)
 
     def op_kill(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
         box = self._box(msg)

@@ -7,17 +7,15 @@ import os
 import pty
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 
 import docker
 import pytest
 
-from tests.compat.test_docker_cli_images import import_busybox
 from tests.conftest import REPO
 from tests.support.leftovers import cgroup_dirs
-from tests.support.palletd import Palletd, start_palletd, stop_palletd
+from tests.support.palletd import Palletd, palletd_with_image, start_palletd
 
 pytestmark = pytest.mark.root
 
@@ -26,15 +24,9 @@ IMAGE = "pallet-test/busybox:run"
 
 @pytest.fixture(scope="module")
 def pd() -> Iterator[Palletd]:
-    base = tempfile.mkdtemp(prefix="pallet-test-run-")
-    d = start_palletd(base)
-    try:
-        import_busybox(d, IMAGE, 'CMD ["sh"]', "ENV FROM_IMAGE=yes", "WORKDIR /tmp")
+    with palletd_with_image("pallet-test-run-", IMAGE, 'CMD ["sh"]', "ENV FROM_IMAGE=yes",
+                            "WORKDIR /tmp") as d:
         yield d
-    finally:
-        d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
-        stop_palletd(d)
-        subprocess.run(["rm", "-rf", base], check=False)
 
 
 @pytest.fixture

@@ -6,16 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.compat.test_docker_cli_containers import read_pty
-from tests.compat.test_docker_cli_images import import_busybox
 from tests.conftest import REPO
-from tests.support.palletd import Palletd, start_palletd, stop_palletd
+from tests.support.palletd import Palletd, palletd_with_image
 
 pytestmark = pytest.mark.root
 
@@ -24,15 +22,8 @@ IMAGE = "pallet-test/busybox:cli"
 
 @pytest.fixture(scope="module")
 def pd() -> Iterator[Palletd]:
-    base = tempfile.mkdtemp(prefix="pallet-test-cli-")
-    d = start_palletd(base)
-    try:
-        import_busybox(d, IMAGE, 'CMD ["sh"]')
+    with palletd_with_image("pallet-test-cli-", IMAGE, 'CMD ["sh"]') as d:
         yield d
-    finally:
-        d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
-        stop_palletd(d)
-        subprocess.run(["rm", "-rf", base], check=False)
 
 
 def pallet(d: Palletd, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

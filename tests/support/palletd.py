@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -120,20 +121,24 @@ def stop_monitor(exec_root: str) -> None:
     """Shut the monitor of ``exec_root`` down (its containers killed first) and wait."""
     from pallet.engine.monitorclient import MonitorClient
 
-    mon = MonitorClient(exec_root)
+    MonitorClient(exec_root).shutdown()
+
+
+@contextmanager
+def palletd_with_image(prefix: str, image: str, *changes: str) -> Iterator[Palletd]:
+    """A private palletd (dirs named ``prefix``...) with a busybox ``image`` imported;
+    at the end every container is removed, palletd and its monitor stopped."""
+    from tests.compat.test_docker_cli_images import import_busybox
+
+    base = tempfile.mkdtemp(prefix=prefix)
+    d = start_palletd(base)
     try:
-        pid = int(str(mon.call("ping")["pid"]))
-        mon.call("shutdown", force=True)
-    except OSError:
-        return
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"pallet-monitor {pid} did not exit")
+        import_busybox(d, image, *changes)
+        yield d
+    finally:
+        d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
+        stop_palletd(d)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
