@@ -8,13 +8,13 @@ set -eu
 cd "$(dirname "$0")"
 here=$(pwd)
 
-scripts/apt-ensure python3 python3-venv busybox-static libseccomp2 iptables tini
+scripts/apt-ensure python3 python3-venv busybox-static libseccomp2 iptables nftables iproute2 tini
 
 if [ ! -x .venv/bin/python ]; then
     echo "==> making .venv"
     /usr/bin/python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import pallet, aiohttp, zstandard, isal" 2>/dev/null; then
+if ! .venv/bin/python -c "import pallet, aiohttp, zstandard, isal, dns" 2>/dev/null; then
     echo "==> installing pallet into .venv"
     .venv/bin/pip install -q -e .
 fi

@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 SETUP_ONLY=1 ./setup.sh >/dev/null
 # What only the tests use: dockerd/containerd and podman drive pallet-runtime in
 # tests/compat.
-scripts/apt-ensure docker.io containerd podman tar docker-registry skopeo umoci openssl debootstrap
+scripts/apt-ensure docker.io containerd podman tar docker-registry skopeo umoci openssl debootstrap docker-compose
 if ! .venv/bin/python -c "import pytest, mypy, importlinter, aiohttp, zstandard, isal, docker" 2>/dev/null || [ ! -x .venv/bin/ruff ]; then
     echo "==> installing test tools into .venv"
     .venv/bin/pip install -q -e '.[test]'

@@ -41,6 +41,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,7 +193,7 @@ class Bench:
         return p.stdout
 
     def daemon(self, argv: list[str], sock: str, log: str) -> None:
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:  # a restarted daemon adds to its log
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, cwd=REPO)
         self.procs.append(proc)
@@ -204,22 +205,36 @@ class Bench:
             time.sleep(0.1)
 
 
-def start(bench: Bench) -> tuple[str, str]:
-    """palletd and dockerd: their DOCKER_HOST values."""
+# dockerd's flags unless a bench says otherwise: no bridge and no firewall rules
+DOCKERD_NO_NETWORK = ("--iptables=false", "--ip6tables=false", "--bridge=none",
+                      "--ip-forward=false", "--ip-masq=false")
+
+
+def start_palletd(bench: Bench, args: Sequence[str] = ()) -> str:
+    """palletd with ``args`` added: its DOCKER_HOST value."""
     psock = os.path.join(bench.run, "pallet.sock")
     bench.daemon([sys.executable, "-m", "pallet.api.daemon", "-H", f"unix://{psock}",
                   "--data-root", os.path.join(bench.work, "palletd"),
-                  "--exec-root", os.path.join(bench.run, "palletd")],
+                  "--exec-root", os.path.join(bench.run, "palletd"), *args],
                  psock, os.path.join(bench.work, "palletd.log"))
+    return f"unix://{psock}"
+
+
+def start_dockerd(bench: Bench, args: Sequence[str] = DOCKERD_NO_NETWORK) -> str:
+    """dockerd with ``args`` added: its DOCKER_HOST value."""
     dsock = os.path.join(bench.run, "docker.sock")
     bench.daemon(["dockerd", "--host", f"unix://{dsock}",
                   "--data-root", os.path.join(bench.work, "dockerd"),
                   "--exec-root", os.path.join(bench.run, "dockerd"),
-                  "--pidfile", os.path.join(bench.run, "dockerd.pid"),
-                  "--iptables=false", "--ip6tables=false", "--bridge=none",
-                  "--ip-forward=false", "--ip-masq=false"],
+                  "--pidfile", os.path.join(bench.run, "dockerd.pid"), *args],
                  dsock, os.path.join(bench.work, "dockerd.log"))
-    return f"unix://{psock}", f"unix://{dsock}"
+    return f"unix://{dsock}"
+
+
+def start(bench: Bench, pallet_args: Sequence[str] = (),
+          docker_args: Sequence[str] = DOCKERD_NO_NETWORK) -> tuple[str, str]:
+    """palletd and dockerd: their DOCKER_HOST values."""
+    return start_palletd(bench, pallet_args), start_dockerd(bench, docker_args)
 
 
 def prepare_source(bench: Bench, pallet: list[str], phost: str, dhost: str) -> str:
@@ -433,13 +448,14 @@ def main() -> int:
     return 0
 
 
-def setup(bench: Bench, fs: str) -> tuple[str, str]:
+def setup(bench: Bench, fs: str, pallet_args: Sequence[str] = (),
+          docker_args: Sequence[str] = DOCKERD_NO_NETWORK) -> tuple[str, str]:
     """The stores (make_fs), a private docker config, palletd and dockerd: their hosts."""
     make_fs(bench, fs)
     config = os.path.join(bench.work, "docker-config")
     os.mkdir(config, 0o700)
     bench.env = {**os.environ, "DOCKER_CONFIG": config}
-    return start(bench)
+    return start(bench, pallet_args, docker_args)
 
 
 def teardown(bench: Bench, traces: list[str]) -> None:

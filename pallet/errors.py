@@ -42,6 +42,10 @@ class InvalidState(PalletError):
         self.state = state
 
 
+class Forbidden(PalletError):
+    """The request is well-formed but refused (an address pool overlapping another)."""
+
+
 class NotSupported(PalletError):
     """The host (kernel, filesystem, libraries) cannot do what was asked."""
 

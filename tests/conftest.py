@@ -8,6 +8,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The host's interfaces before any test ran: what a test adds must be gone at the end.
+LINKS_AT_START = frozenset(os.listdir("/sys/class/net"))
+
 # Fixtures shared across test packages.
 pytest_plugins = ["tests.support.console"]
 

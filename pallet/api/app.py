@@ -8,6 +8,8 @@ from aiohttp import web
 
 import pallet
 from pallet.api import containers, distribution, execs, images, system, transfer
+from pallet.api import networks as network_routes
+from pallet.api import volumes as volume_routes
 from pallet.api.errors import errors_middleware
 from pallet.api.versions import API_VERSION, version_middleware
 from pallet.engine.daemon import Engine
@@ -36,6 +38,8 @@ def make_app(engine: Engine) -> web.Application:
     execs.add_routes(add)
     images.add_routes(add)
     transfer.add_routes(add)
+    network_routes.add_routes(add)
+    volume_routes.add_routes(add)
     distribution.add_routes(add)
     app.on_response_prepare.append(_docker_headers)
     return app

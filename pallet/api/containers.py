@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pallet.api import hijack, params
+from pallet.api import hijack, params, streams
 from pallet.api.system import engine
 from pallet.api.versions import parse as parse_version
 from pallet.engine.containers import ContainerService
@@ -120,7 +120,8 @@ async def remove(request: web.Request) -> web.Response:
     q = request.rel_url.query
     if params.boolean(q.get("link")):
         raise InvalidArgument("links are not supported")
-    await _svc(request).remove(_id(request), params.boolean(q.get("force")))
+    await _svc(request).remove(_id(request), params.boolean(q.get("force")),
+                               volumes=params.boolean(q.get("v")))
     return web.Response(status=204)
 
 
@@ -497,17 +498,7 @@ async def archive(request: web.Request) -> web.StreamResponse:
         if doc["HostConfig"].get("ReadonlyRootfs") and doc["State"]["Running"]:
             raise InvalidState("container rootfs is marked read-only")
         proc = await asyncio.to_thread(arch.open_put, root, path)
-        assert proc.stdin is not None
-        try:
-            async for chunk in request.content.iter_chunked(1 << 20):
-                await asyncio.to_thread(proc.stdin.write, chunk)
-        except BrokenPipeError:
-            pass  # the helper stopped reading: it says why below
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+        await streams.feed(proc, request)
         await asyncio.to_thread(arch.finish_put, proc, path)
         return web.Response(status=200)
     finally:

@@ -42,6 +42,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="parent cgroup of containers without their own (default /pallet)")
     p.add_argument("--init-path", default="/usr/bin/tini-static",
                    help="the init --init runs as pid 1 (default Debian's tini-static)")
+    p.add_argument("-b", "--bridge", default="pallet0",
+                   help="the default network's bridge interface (default pallet0)")
+    p.add_argument("--bip", default="",
+                   help="the default bridge's address and prefix, e.g. 172.17.0.1/16 "
+                        "(default: a free pool)")
+    p.add_argument("--firewall-table", default="pallet",
+                   help="the nftables table holding pallet's rules (default pallet)")
     p.add_argument("-D", "--debug", action="store_true")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
@@ -71,12 +78,17 @@ async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
     runner = web.AppRunner(make_app(engine), access_log=None, handler_cancellation=True,
                            shutdown_timeout=2.0)
     await runner.setup()
-    # Containers as the monitor sees them, before the first request is served.
+    # Bridges and firewall rules as the records say, then containers as the monitor
+    # sees them (exits while palletd was away take their sandboxes down), before the
+    # first request is served.
+    engine.sandboxes.loop = asyncio.get_running_loop()
+    await asyncio.to_thread(engine.sandboxes.restore)
     follow = asyncio.create_task(engine.containers.follow_monitor())
     try:
         await asyncio.wait_for(engine.containers.ready.wait(), 30)
     except TimeoutError:
         log.warning("pallet-monitor does not answer; containers are shown as last recorded")
+    await asyncio.to_thread(engine.sandboxes.resume, list(engine.containers.docs.values()))
     sites: list[web.BaseSite] = []
     for host in cfg.hosts:
         if host.startswith("unix://"):
@@ -103,6 +115,7 @@ async def serve(args: argparse.Namespace, cfg: DaemonConfig) -> None:
     await stop.wait()
     follow.cancel()
     await runner.cleanup()
+    await engine.sandboxes.close()
     for host in cfg.hosts:
         if host.startswith("unix://"):
             try:
@@ -151,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         insecure_registries=tuple(args.insecure_registry),
         registry_mirrors=tuple(args.registry_mirror), debug=args.debug,
         cgroup_parent=args.cgroup_parent, init_path=args.init_path,
+        bridge=args.bridge, bip=args.bip, firewall_table=args.firewall_table,
     )
+    import resource
+
+    # Two DNS sockets per container on a user-defined network, one per forwarded query:
+    # the soft limit goes up to the hard one, as dockerd's does.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         asyncio.run(serve(args, cfg))
     except PalletError as exc:

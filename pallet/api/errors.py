@@ -15,6 +15,7 @@ from aiohttp import web
 
 from pallet.errors import (
     Conflict,
+    Forbidden,
     InvalidArgument,
     InvalidState,
     NotFound,
@@ -30,6 +31,7 @@ STATUS: tuple[tuple[type[PalletError], int], ...] = (
     (Conflict, 409),
     (InvalidState, 409),
     (InvalidArgument, 400),
+    (Forbidden, 403),
     (NotSupported, 501),
     (SystemFailure, 500),
 )

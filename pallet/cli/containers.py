@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from pallet.cli import netflags
 from pallet.cli.flags import INT, LIST, STR, Flag, UsageError, parse
 from pallet.client.transport import APIError, Transport
 from pallet.errors import start_exit_code
@@ -46,7 +47,9 @@ CREATE_FLAGS = [
     Flag("--dns-search", LIST), Flag("--dns-option", LIST), Flag("--add-host", LIST),
     Flag("--detach-keys", STR), Flag("--sig-proxy", default=True), Flag("-a,--attach", LIST),
     Flag("--cgroup-parent", STR), Flag("-q,--quiet"), Flag("--cidfile", STR),
+    Flag("--mount", LIST), Flag("--volumes-from", LIST), Flag("--volume-driver", STR),
 ]
+CREATE_FLAGS += netflags.FLAGS
 
 
 def _out(text: str) -> None:
@@ -227,9 +230,6 @@ def create_body(a: object) -> tuple[dict[str, object], str]:
             hc["ConsoleSize"] = [rows, cols]  # the size from the first moment, as docker
         except OSError:
             pass
-    if g["publish"]:
-        raise UsageError("--publish: published ports are not supported yet "
-                         "(they come with container networks)")
     labels = _kv(g["label"])
     for path in g["label_file"]:
         labels.update(_kv([ln for ln in _env_files([path])]))
@@ -245,6 +245,15 @@ def create_body(a: object) -> tuple[dict[str, object], str]:
         "ExposedPorts": {p if "/" in p else f"{p}/tcp": {} for p in g["expose"]} or None,
         "HostConfig": hc,
     }
+    netflags.apply(g, body, hc)
+    if g["volume"] or g["mount"] or g["volumes_from"] or g["volume_driver"]:
+        from pallet.cli import volumes
+
+        hc["Binds"], anonymous = volumes.split_volumes(g["volume"])
+        body["Volumes"] = anonymous or None
+        hc["Mounts"] = [volumes.mount_flag(m) for m in g["mount"]] or None
+        hc["VolumesFrom"] = g["volumes_from"] or None
+        hc["VolumeDriver"] = g["volume_driver"] or ""
     if g["entrypoint"] is not None:
         body["Entrypoint"] = [g["entrypoint"]] if g["entrypoint"] else [""]
     health = _healthcheck(g)
@@ -688,7 +697,8 @@ def ps(host: str | None, argv: list[str]) -> int:
                      "Command": f'"{cmd}"', "RunningFor": _ago(now - c["Created"]) + " ago",
                      "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z",
                                                 time.localtime(c["Created"])),
-                     "Status": c["Status"], "State": c["State"], "Ports": "",
+                     "Status": c["Status"], "State": c["State"],
+                     "Ports": netflags.display_ports(c.get("Ports") or []),
                      "Names": ",".join(n.lstrip("/") for n in c["Names"]), "Size": size,
                      "Labels": ",".join(f"{k}={v}" for k, v in (c["Labels"] or {}).items())})
     from pallet.cli import template

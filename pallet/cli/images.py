@@ -76,25 +76,10 @@ def inspect(host: str | None, argv: list[str]) -> int:
     a = parse(argv, [_FORMAT])
     if not a.args:
         raise UsageError('"pallet image inspect" requires at least 1 argument.')
-    t = Transport(host)
-    found, code = [], 0
-    from pallet.client.transport import APIError
+    from pallet.cli.objects import inspect_each
 
-    for name in a.args:
-        try:
-            found.append(t.get_json(f"/images/{name}/json"))
-        except APIError as exc:
-            if exc.status != 404:
-                raise
-            sys.stderr.write(f"Error: No such image: {name}\n")
-            code = 1
-    if isinstance(a.format, str):
-        from pallet.cli import template
-
-        _out("".join(template.render(a.format, obj) + "\n" for obj in found))
-    else:
-        _out(json.dumps(found, indent=4) + "\n")
-    return code
+    return inspect_each(host, list(a.args), "/images/{}/json", a.format,
+                        "Error: No such image: {}")
 
 
 def history(host: str | None, argv: list[str]) -> int:

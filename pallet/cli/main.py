@@ -55,8 +55,19 @@ for _verb, _func in (("run", "run"), ("create", "create"), ("start", "start"),
     COMMANDS[_verb] = ("containers", _func)
     COMMANDS[f"container {_verb}"] = ("containers", _func)
 COMMANDS["container ls"] = COMMANDS["container list"] = ("containers", "ps")
+for _verb in ("create", "ls", "inspect", "rm", "prune", "connect", "disconnect"):
+    COMMANDS[f"network {_verb}"] = ("networks", _verb)
+COMMANDS["network list"] = ("networks", "ls")
+COMMANDS["network remove"] = ("networks", "rm")
+COMMANDS["port"] = COMMANDS["container port"] = ("networks", "port")
 COMMANDS["container prune"] = ("containers", "prune")
 COMMANDS["container inspect"] = ("containers", "inspect")
+for _verb in ("create", "ls", "inspect", "rm", "prune", "export"):
+    COMMANDS[f"volume {_verb}"] = ("volumes", _verb)
+COMMANDS["volume list"] = ("volumes", "ls")
+COMMANDS["volume remove"] = ("volumes", "rm")
+COMMANDS["volume import"] = ("volumes", "import_")
+COMMANDS["volume"] = ("volumes", "usage")
 
 USAGE = """Usage:  pallet [OPTIONS] COMMAND
 
@@ -80,7 +91,9 @@ Commands:
   import      Import the contents from a tarball to create a filesystem image
   info        Display system-wide information
   kill        Kill one or more running containers
+  network     Manage networks (create, ls, inspect, rm, prune, connect, disconnect)
   pause       Pause all processes within one or more containers
+  port        List port mappings or a specific mapping for the container
   rename      Rename a container
   restart     Restart one or more containers
   rm          Remove one or more containers
@@ -91,6 +104,7 @@ Commands:
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
   unpause     Unpause all processes within one or more containers
   version     Show the pallet version information
+  volume      Manage volumes (create, ls, inspect, rm, prune, export, import)
   wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:

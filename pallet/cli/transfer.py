@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 from pallet.cli.flags import STR, Flag, UsageError, parse
 from pallet.client.transport import Transport
@@ -32,30 +31,11 @@ def save(host: str | None, argv: list[str]) -> int:
             return _fail(f'failed to save image: invalid output path: directory "{directory}" '
                          "does not exist")
     # names go as ?names=a&names=b, which `repeated` sends (it needs a query to ride on).
-    resp = Transport(host).request("GET", "/images/get", {"names": None},
-                                   repeated={"names": list(a.args)})
-    try:
-        if not output:
-            sys.stdout.flush()
-            for chunk in resp.chunks():
-                sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-            return 0
-        # As docker's CopyToFile: a temp file beside the target, renamed when complete,
-        # so a failed save never leaves a partial archive under the name asked for.
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(output)),
-                                   prefix=".pallet_temp_")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in resp.chunks():
-                    f.write(chunk)
-            os.rename(tmp, output)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return 0
-    finally:
-        resp.close()
+    from pallet.cli.objects import write_stream
+
+    write_stream(Transport(host).request("GET", "/images/get", {"names": None},
+                                         repeated={"names": list(a.args)}), output)
+    return 0
 
 
 def load(host: str | None, argv: list[str]) -> int:

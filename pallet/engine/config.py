@@ -21,6 +21,9 @@ class DaemonConfig:
     cgroup_parent: str = "/pallet"  # containers' cgroups go under it (dockerd: /docker)
     init_path: str = "/usr/bin/tini-static"  # --init's pid 1 (Debian's tini, as docker-init)
     labels: tuple[str, ...] = field(default=())
+    bridge: str = "pallet0"  # the default network's bridge (dockerd: docker0)
+    bip: str = ""  # its gateway address and prefix; "" = a free default pool
+    firewall_table: str = "pallet"  # the nft table pallet's rules live in, and only there
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.data_root, *parts)

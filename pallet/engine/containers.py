@@ -26,12 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pallet.engine import names, ocispec
+from pallet.engine import mounts, names, ocispec
 from pallet.engine.config import DaemonConfig
 from pallet.engine.containerdb import ContainerDB
 from pallet.engine.events import EventBus, make_event
 from pallet.engine.images import ImageService
 from pallet.engine.monitorclient import MonitorClient
+from pallet.engine.sandbox import Sandboxes, empty_endpoint, mode_of, public_endpoint
+from pallet.engine.volumes import VolumeService, image_may_hold
 from pallet.errors import (
     Conflict,
     InvalidArgument,
@@ -43,6 +45,7 @@ from pallet.errors import (
 )
 from pallet.linux import signals
 from pallet.monitor import logfile
+from pallet.network import ports as portmap
 from pallet.oci import jsonfast
 from pallet.storage.snapshot import choose_driver
 
@@ -76,10 +79,13 @@ def rfc3339(ts: float) -> str:
 
 
 class ContainerService:
-    def __init__(self, cfg: DaemonConfig, events: EventBus, images: ImageService) -> None:
+    def __init__(self, cfg: DaemonConfig, events: EventBus, images: ImageService,
+                 sandboxes: Sandboxes, volumes: VolumeService | None = None) -> None:
         self.cfg = cfg
         self.events = events
         self.images = images
+        self.sandboxes = sandboxes
+        self.volumes = volumes if volumes is not None else VolumeService(cfg, events)
         self.root = cfg.path("containers")
         self.run_root = os.path.join(cfg.exec_root, "containers")
         for d in (self.root, self.run_root):
@@ -100,6 +106,7 @@ class ContainerService:
         self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self._exec_exits: dict[str, list[asyncio.Future[None]]] = {}
         images.in_use = self._image_in_use
+        self.volumes.references = self._volume_users
 
     # --- lookup ------------------------------------------------------------------------------
 
@@ -135,6 +142,13 @@ class ContainerService:
             return [(d["Id"], bool(d["State"]["Running"])) for d in self.docs.values()
                     if d["Image"] == image_id]
 
+    def _volume_users(self, name: str) -> list[str]:
+        """Ids of the containers naming volume ``name``, running or not. Called with the
+        volume service's lock held, so without ours (the other order is the one taken):
+        list() copies the dict's values in one step under the GIL."""
+        return [d["Id"] for d in list(self.docs.values())
+                if name in mounts.volume_names(d.get("MountPoints") or [])]
+
     # --- create ------------------------------------------------------------------------------
 
     def create(self, body: dict[str, Any], name: str = "") -> dict[str, Any]:
@@ -152,6 +166,9 @@ class ContainerService:
         image_id = self.images.resolve(image_name)
         image_cfg = self.images.config(image_id)
         cfg = merge_config(body, image_cfg.get("config") or {})
+        image_volumes = (image_cfg.get("config") or {}).get("Volumes") or {}
+        if image_volumes:  # dockerd takes the image's VOLUMEs and the request's together
+            cfg["Volumes"] = {**image_volumes, **(cfg.get("Volumes") or {})}
         cid = secrets.token_hex(32)
         with self._lock:
             name = name.lstrip("/") if name else self._free_name()
@@ -161,6 +178,7 @@ class ContainerService:
             ocispec.build(cfg, hc, ocispec.Context(  # validate now
                 cid=cid, rootfs="/", init_path=self.cfg.init_path,
                 block_devices=_block_devices(hc)))
+            plan = self._mount_plan(cfg, hc)  # every spec checked before anything is made
             data_dir = os.path.join(self.root, cid)
             hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
             log_type = hc["LogConfig"].get("Type") or "json-file"
@@ -180,15 +198,20 @@ class ContainerService:
                 "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
                 "AppArmorProfile": "", "ExecIDs": None, "HostConfig": hc, "Config": cfg,
                 "ImageName": image_name,
+                "NetworkSettings": self.sandboxes.settings_at_create(
+                    cfg, hc, body.get("NetworkingConfig")),
             }
             lowers = self._lowers(image_id)
             if "/" + name in {d["Name"] for d in self.docs.values()}:
                 self.db.insert(cid, name, doc)  # raises the Conflict dockerd answers
+        # The volumes it names are held for it from here until its record names them.
+        doc["MountPoints"], made = self.volumes.claim(cid, plan)
         # What the record names first, the record last: it is the commit point. A crash
         # before it leaves directories no record names, which sweep() removes.
         try:
             os.makedirs(data_dir, mode=0o710)
             self.snapshots.prepare(cid, lowers)
+            self._copy_up(doc)
             self._write_files(doc)
             failpoint("create")
             with self._lock:
@@ -196,9 +219,73 @@ class ContainerService:
                 self.docs[cid] = doc
         except BaseException:
             self._destroy(doc)
+            self.volumes.unclaim(cid, made)
             raise
+        self.volumes.settle(cid)
         self._event(doc, "create")
         return {"Id": cid, "Warnings": []}
+
+    def _mount_plan(self, cfg: dict[str, Any], hc: dict[str, Any]) -> list[
+            mounts.Spec | dict[str, Any]]:
+        """The container's mounts, checked (engine/mounts.py), --volumes-from resolved."""
+        inherited = []
+        for spec in hc.get("VolumesFrom") or []:
+            ref, mode = mounts.parse_volumes_from(str(spec))
+            try:
+                other = self.get(ref)
+            except NotFound as exc:
+                # 400, not dockerd's 404: on a 404 from create the docker CLI goes off
+                # to pull the image, which is there
+                raise InvalidArgument(str(exc), obj=ref) from None
+            inherited.append((self._mount_points(other), mode))
+        return mounts.plan(hc, list(cfg.get("Volumes") or {}), inherited, os.path.exists)
+
+    def _mount_points(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """What the container mounts (a record from before volumes: from its binds)."""
+        if "MountPoints" not in doc:
+            specs = mounts.plan(doc["HostConfig"], [])
+            doc["MountPoints"] = [mounts.point(s) for s in specs if isinstance(s, mounts.Spec)
+                                  and s.type != "volume"]
+        points: list[dict[str, Any]] = doc["MountPoints"]
+        return points
+
+    def _copy_up(self, doc: dict[str, Any]) -> None:
+        """Copy what the image holds at a volume's mount point into that volume while it
+        is empty (not for --volumes-from, nor with nocopy), as dockerd does at create."""
+        lowers = self._lowers(doc["Image"])
+        todo = [p for p in doc["MountPoints"] if p["Type"] == "volume"
+                and p["Spec"].get("Copy") and self.volumes.may_be_empty(p["Name"])
+                and image_may_hold(lowers, p["Destination"])]
+        if not todo:
+            return
+        rootfs = self._mount(doc)
+        try:
+            for p in todo:
+                self.volumes.populate(p["Name"], rootfs, p["Destination"])
+        finally:
+            self._unmount(doc)
+
+    def _user_mounts(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The runtime-spec mounts of its binds, volumes and --mount tmpfs, their host
+        sides ready: volumes held (and mounted, if they have options) until it stops, a
+        missing -v host dir made (as dockerd does)."""
+        out = []
+        for p in self._mount_points(doc):
+            source = "tmpfs"
+            if p["Type"] == "volume":
+                source = self.volumes.acquire(
+                    p["Name"], doc["Id"], p["Spec"].get("Subpath") or "",
+                    {"container": doc["Id"], "destination": p["Destination"],
+                     "read/write": "true" if p["RW"] else "false", "propagation": ""})
+            elif p["Type"] == "bind":
+                source = p["Source"]
+                if not os.path.exists(source):
+                    if not p["Spec"].get("CreateSource"):
+                        raise InvalidArgument(f'invalid mount config for type "bind": bind '
+                                              f"source path does not exist: {source}")
+                    os.makedirs(source, mode=0o755, exist_ok=True)
+            out.append(mounts.oci_mount(p, source))
+        return out
 
     def sweep(self) -> None:
         """Remove what no record names: the leftovers of a create that did not finish."""
@@ -263,8 +350,10 @@ class ContainerService:
             self.monitor.ensure()
             rootfs = self._mount(doc)
             try:
-                pid, started = self._spawn(doc, rootfs)
+                netns = self._network_up(doc)
+                pid, started = self._spawn(doc, rootfs, netns)
             except PalletError as exc:
+                self.sandboxes.down(doc)
                 self._unmount(doc)
                 st.update(Error=str(exc), ExitCode=start_exit_code(str(exc), 128))
                 self._save(doc)
@@ -272,6 +361,7 @@ class ContainerService:
                     self._remove_stopped(doc)  # as dockerd: --rm holds for a failed start
                 raise
             except BaseException:
+                self.sandboxes.down(doc)
                 self._unmount(doc)
                 raise
             st.update(_state("running"))
@@ -289,6 +379,7 @@ class ContainerService:
         return target
 
     def _unmount(self, doc: dict[str, Any]) -> None:
+        self.volumes.release_all(doc["Id"])  # the last user of a volume unmounts it
         target = os.path.join(self.snapshots.path(doc["Id"]), "merged")
         if self._rootfs_users.get(doc["Id"]):
             return  # a copy or export reads it; the last one unmounts
@@ -298,13 +389,62 @@ class ContainerService:
             except PalletError:
                 pass
 
-    def _spawn(self, doc: dict[str, Any], rootfs: str) -> tuple[int, float]:
+    def _network_up(self, doc: dict[str, Any]) -> str | None:
+        """The sandbox, and the files that depend on its addresses."""
+        if "NetworkSettings" not in doc:  # a record from before networks
+            doc["NetworkSettings"] = self.sandboxes.settings_at_create(
+                doc["Config"], doc["HostConfig"], None)
+        links = self._legacy_links(doc)
+        path = self.sandboxes.up(doc)
+        self._write_net_files(doc, links)
+        return path
+
+    def _legacy_links(self, doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """--link on the default bridge: (address, alias, name) for /etc/hosts."""
+        hc = doc["HostConfig"]
+        out: list[tuple[str, str, str]] = []
+        if mode_of(hc) != "bridge":
+            return out  # on user-defined networks links are names the DNS answers
+        for link in hc.get("Links") or []:
+            target, _, alias = str(link).partition(":")
+            other = self.get(target.lstrip("/"))
+            name = other["Name"].lstrip("/")
+            alias = alias.rsplit("/", 1)[-1] or name
+            ep = (other.get("NetworkSettings") or {}).get("Networks", {}).get("bridge") or {}
+            if not other["State"]["Running"] or not ep.get("IPAddress"):
+                raise Conflict(f"Cannot link to a non running container: /{name} AS "
+                               f"{doc['Name']}/{alias}")
+            out.append((str(ep["IPAddress"]), alias, name))
+        return out
+
+    def _write_net_files(self, doc: dict[str, Any], links: list[tuple[str, str, str]]) -> None:
+        cfg, hc = doc["Config"], doc["HostConfig"]
+        mode = mode_of(hc)
+        if mode == "host" or mode.startswith("container:"):
+            return
+        hostname = cfg.get("Hostname") or doc["Id"][:12]
+        if hc.get("UTSMode") == "host":
+            hostname = os.uname().nodename
+        hosts = HOSTS
+        for extra in hc.get("ExtraHosts") or []:
+            host, _, ip = extra.partition(":")
+            hosts += f"{ip}\t{host}\n"
+        for ip, alias, name in links:
+            hosts += f"{ip}\t{alias} {name}\n" if alias != name else f"{ip}\t{name}\n"
+        for ep in doc["NetworkSettings"]["Networks"].values():
+            for key in ("IPAddress", "GlobalIPv6Address"):
+                if ep.get(key):
+                    short = hostname.split(".")[0]
+                    names = hostname if short == hostname else f"{hostname} {short}"
+                    hosts += f"{ep[key]}\t{names}\n"
+        _write(doc["HostsPath"], hosts)
+        embedded = self.sandboxes._wants_dns(doc)
+        _write(doc["ResolvConfPath"], _resolv_conf(hc, False, embedded))
+
+    def _spawn(self, doc: dict[str, Any], rootfs: str,
+               netns: str | None = None) -> tuple[int, float]:
         cid = doc["Id"]
         cfg, hc = doc["Config"], doc["HostConfig"]
-        net = str(hc.get("NetworkMode") or "default")
-        if net not in ("default", "bridge", "none", "host") and not net.startswith("container:"):
-            # at start, as dockerd: a 404 from create makes the docker CLI pull the image
-            raise NotFound(f"network {net} not found")
         if hc.get("Init") and not os.path.exists(self.cfg.init_path):
             raise NotSupported(f"--init: {self.cfg.init_path} is not installed "
                                "(apt-get install tini)")
@@ -319,6 +459,8 @@ class ContainerService:
         if hc.get("Privileged"):
             ctx.devices = host_devices()
         ctx.block_devices = _block_devices(hc)
+        if netns is not None:
+            ctx.ns_paths["network"] = netns
         for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("network", "NetworkMode"),
                           ("uts", "UTSMode")):
             mode = str(hc.get(key) or "")
@@ -329,6 +471,7 @@ class ContainerService:
                                        f"{other['Id']}: it is not running")
                 ns = {"network": "net"}.get(kind, kind)
                 ctx.ns_paths[kind] = f"/proc/{other['State']['Pid']}/ns/{ns}"
+        ctx.mounts = self._user_mounts(doc)  # held until _unmount, as the rootfs is
         spec = ocispec.build(cfg, hc, ctx)
         bundle = os.path.join(self.run_root, cid)
         os.makedirs(bundle, mode=0o700, exist_ok=True)
@@ -344,6 +487,31 @@ class ContainerService:
             "start", id=cid, bundle=bundle, state_dir=bundle, tty=bool(cfg.get("Tty")),
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")), log=log)
         return int(str(reply["pid"])), float(str(reply["startedAt"]))
+
+    # --- networks -------------------------------------------------------------------------------
+
+    def connect(self, net_ref: str, ref: str, endpoint: dict[str, Any] | None) -> None:
+        net = self.sandboxes.nets.get(net_ref)
+        doc = self.get(ref)
+        with self._lock:
+            self.sandboxes.connect(doc, net, endpoint)
+            if doc["State"]["Running"]:
+                self._write_net_files(doc, [])
+            self._save(doc)
+        self.sandboxes.nets._event(net, "connect", container=doc["Id"])
+
+    def disconnect(self, net_ref: str, ref: str, force: bool = False) -> None:
+        net = self.sandboxes.nets.get(net_ref)
+        try:
+            doc = self.get(ref)
+        except NotFound:
+            if force:
+                return
+            raise
+        with self._lock:
+            self.sandboxes.disconnect(doc, net)
+            self._save(doc)
+        self.sandboxes.nets._event(net, "disconnect", container=doc["Id"])
 
     # --- signals, stop, pause ---------------------------------------------------------------
 
@@ -863,6 +1031,7 @@ class ContainerService:
             st.update(ExitCode=int(code) if code is not None else 255,
                       FinishedAt=rfc3339(float(rec.get("finishedAt") or time.time())),
                       OOMKilled=bool(rec.get("oomKilled")), StartedAt=st["StartedAt"])
+            self.sandboxes.down(doc)
             self._save(doc)
         self._unmount(doc)
         self._forget(doc["Id"])
@@ -901,7 +1070,9 @@ class ContainerService:
 
     # --- remove -------------------------------------------------------------------------------
 
-    async def remove(self, ref: str, force: bool = False) -> None:
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """``volumes``: its anonymous volumes go too (rm -v), unless another container
+        names them."""
         doc = await asyncio.to_thread(self.get, ref)
         if doc["State"]["Running"]:
             if not force:
@@ -918,9 +1089,9 @@ class ContainerService:
                 await waiter
             if doc["Id"] not in self.docs:
                 return  # --rm removed it meanwhile
-        await asyncio.to_thread(self._remove_stopped, doc)
+        await asyncio.to_thread(self._remove_stopped, doc, volumes)
 
-    def _remove_stopped(self, doc: dict[str, Any]) -> None:
+    def _remove_stopped(self, doc: dict[str, Any], volumes: bool = False) -> None:
         with self._lock:
             if doc["Id"] not in self.docs:
                 return
@@ -929,11 +1100,12 @@ class ContainerService:
             doc["State"]["Status"] = "removing"
             self._save(doc)
         failpoint("remove")
-        self._destroy(doc)
+        self._destroy(doc, volumes)
         self._event(doc, "destroy")
 
-    def _destroy(self, doc: dict[str, Any]) -> None:
-        """Remove everything of the container, its record last."""
+    def _destroy(self, doc: dict[str, Any], volumes: bool = False) -> None:
+        """Remove everything of the container, its record last; then its anonymous
+        volumes if ``volumes`` or it was run with --rm (as dockerd)."""
         cid = doc["Id"]
         self._unmount(doc)
         try:
@@ -947,6 +1119,8 @@ class ContainerService:
             self.docs.pop(cid, None)
             for eid in doc.get("ExecIDs") or []:
                 self.execs.pop(eid, None)
+        if volumes or (doc.get("HostConfig") or {}).get("AutoRemove"):
+            self.volumes.remove_anonymous(doc.get("MountPoints") or [])
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._removed, cid)
@@ -971,7 +1145,9 @@ class ContainerService:
             "MergedDir": os.path.join(snap, "merged"), "UpperDir": os.path.join(snap, "upper"),
             "WorkDir": os.path.join(snap, "work"),
             "LowerDir": ":".join(self._lowers(doc["Image"])) or None}}
-        out["Mounts"] = [_mount_point(b) for b in doc["HostConfig"].get("Binds") or []]
+        out.pop("MountPoints", None)
+        out["Mounts"] = [mounts.view(p) for p in sorted(
+            self._mount_points(doc), key=lambda p: str(p["Destination"]))]
         out["NetworkSettings"] = _network_settings(doc)
         if size:
             out["SizeRw"] = self.snapshots.usage(doc["Id"])
@@ -1006,11 +1182,12 @@ class ContainerService:
                 "ImageID": d["Image"],
                 "Command": " ".join([d["Path"], *d["Args"]]),
                 "Created": int(logfile.parse_time(d["Created"])),
-                "Ports": [], "Labels": cfg.get("Labels") or {},
+                "Ports": portmap.listing((d.get("NetworkSettings") or {}).get("Ports")),
+                "Labels": cfg.get("Labels") or {},
                 "State": d["State"]["Status"], "Status": _status_text(d["State"]),
                 "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode", "default")},
                 "NetworkSettings": {"Networks": _network_settings(d)["Networks"]},
-                "Mounts": [_mount_point(b) for b in d["HostConfig"].get("Binds") or []],
+                "Mounts": [mounts.view(p) for p in self._mount_points(d)],
             }
             if size:
                 entry["SizeRw"] = self.snapshots.usage(d["Id"])
@@ -1270,9 +1447,10 @@ def _check_host_config(hc: dict[str, Any]) -> None:
                               "use one of 'none', 'kill', 'restart', 'stop'")
     if hc.get("AutoRemove") and policy != "no":
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    if any(hc.get("PortBindings") or {}) or hc.get("PublishAllPorts"):
-        raise NotSupported("published ports (-p, -P) are not supported yet: they come with "
-                           "container networks")
+    for key in ("NetworkIngressRate", "NetworkEgressRate"):
+        value = hc.get(key)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise InvalidArgument(f"invalid {key}: {value!r}")
 
 
 
@@ -1439,12 +1617,22 @@ def _overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
     walk("", False)
     return out
 
-def _resolv_conf(hc: dict[str, Any], host_net: bool) -> str:
+def _resolv_conf(hc: dict[str, Any], host_net: bool, embedded: bool = False) -> str:
     try:
         with open("/etc/resolv.conf") as f:
             lines = f.read().splitlines()
     except OSError:
         lines = []
+    if embedded:
+        # palletd answers at 127.0.0.11 and forwards what is not a container's name
+        lines = [ln for ln in lines if ln.startswith(("search", "domain"))]
+        lines += ["nameserver 127.0.0.11", "options ndots:0"]
+        if hc.get("DnsSearch"):
+            lines = [ln for ln in lines if not ln.startswith(("search", "domain"))]
+            lines.insert(0, "search " + " ".join(hc["DnsSearch"]))
+        if hc.get("DnsOptions"):
+            lines.append("options " + " ".join(hc["DnsOptions"]))
+        return "\n".join(lines) + "\n"
     if not host_net:
         # A loopback resolver on the host is not reachable from the container's netns.
         lines = [ln for ln in lines
@@ -1486,28 +1674,23 @@ def _is_mountpoint(path: str) -> bool:
         return False
 
 
-def _mount_point(bind: str) -> dict[str, Any]:
-    parts = bind.split(":")
-    mode = parts[2] if len(parts) > 2 else ""
-    return {"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": mode,
-            "RW": "ro" not in mode.split(","), "Propagation": "rprivate"}
-
-
 def _network_settings(doc: dict[str, Any]) -> dict[str, Any]:
-    mode = doc["HostConfig"].get("NetworkMode", "default")
-    net = "bridge" if mode == "default" else mode
-    networks: dict[str, Any] = {}
-    if not net.startswith("container:"):
-        networks[net] = {
-            "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "",
-            "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "MacAddress": "", "DriverOpts": None}
-    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SandboxKey": "",
-            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "",
-            "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+    """NetworkSettings as dockerd shapes it: the top-level address fields are the default
+    bridge network's (empty on any other)."""
+    ns = doc.get("NetworkSettings") or {}
+    networks = {name: public_endpoint(ep) for name, ep in (ns.get("Networks") or {}).items()}
+    if not ns:
+        mode = mode_of(doc["HostConfig"])
+        if not mode.startswith("container:"):
+            networks[mode] = public_endpoint(empty_endpoint())
+    bridge = networks.get("bridge") or {}
+    return {"Bridge": "", "SandboxID": ns.get("SandboxID", ""), "HairpinMode": False,
+            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Ports": ns.get("Ports") or {}, "SandboxKey": ns.get("SandboxKey", ""),
+            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+            **{k: bridge.get(k, "" if k not in ("IPPrefixLen", "GlobalIPv6PrefixLen") else 0)
+               for k in ("EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen",
+                         "IPAddress", "IPPrefixLen", "IPv6Gateway", "MacAddress")},
             "Networks": networks}
 
 
@@ -1572,6 +1755,26 @@ def _label_filters(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     return not any(has(s) for s in filters.get("label!", []))
 
 
+def _port_filter(doc: dict[str, Any], key: str, spec: str) -> bool:
+    """ps --filter publish=8080[-8090][/tcp] (host ports) or expose= (container ports)."""
+    rng, _, proto = spec.partition("/")
+    lo, _, hi = rng.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise InvalidArgument(f"invalid filter '{key}={spec}'") from None
+    ports = (doc.get("NetworkSettings") or {}).get("Ports") or {}
+    for k, binds in ports.items():
+        num, _, kproto = k.partition("/")
+        if proto and kproto != proto:
+            continue
+        if key == "expose" and first <= int(num) <= last:
+            return True
+        if key == "publish" and any(first <= int(b["HostPort"]) <= last for b in binds or []):
+            return True
+    return False
+
+
 def _matches(doc: dict[str, Any], filters: dict[str, list[str]],
              svc: ContainerService) -> bool:
     st = doc["State"]
@@ -1605,6 +1808,16 @@ def _matches(doc: dict[str, Any], filters: dict[str, list[str]],
             other = svc.get(values[0])
             ok = doc["Created"] < other["Created"] if key == "before" else \
                 doc["Created"] > other["Created"]
+        elif key == "network":
+            eps = (doc.get("NetworkSettings") or {}).get("Networks") or {}
+            ok = any(v in eps or any(ep.get("NetworkID", "").startswith(v) and v
+                                     for ep in eps.values()) for v in values)
+        elif key in ("publish", "expose"):
+            ok = any(_port_filter(doc, key, v) for v in values)
+        elif key == "volume":  # a volume's name, or a mount's destination
+            points = doc.get("MountPoints") or []
+            ok = any(v == p.get("Name") or v == p.get("Destination") for p in points
+                     for v in values)
         else:
             ok = True
         if not ok:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 
-from pallet.engine import system
+from pallet.engine import mounts, system
 from pallet.engine.config import DaemonConfig
 from pallet.engine.containers import ContainerService
 from pallet.engine.events import EventBus
 from pallet.engine.images import ImageService
+from pallet.engine.networks import NetworkService
+from pallet.engine.sandbox import Sandboxes
+from pallet.engine.volumes import VolumeService
 
 
 class Engine:
@@ -20,7 +23,18 @@ class Engine:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.id = self._daemon_id()
         self.images = ImageService(cfg, self.events)
-        self.containers = ContainerService(cfg, self.events, self.images)
+        self.networks = NetworkService(cfg, self.events)
+        self.sandboxes = Sandboxes(cfg, self.networks)
+        self.volumes = VolumeService(cfg, self.events)
+        self.containers = ContainerService(cfg, self.events, self.images, self.sandboxes,
+                                           self.volumes)
+        # The running containers hold their volumes again (those that died meanwhile let
+        # go when the monitor's view is folded in).
+        self.volumes.restore({d["Id"]: mounts.volume_names(d.get("MountPoints") or [])
+                              for d in self.containers.docs.values()
+                              if d["State"]["Running"]})
+        docs = self.containers.docs
+        self.networks.container_docs = lambda: list(docs.values())
 
     def _daemon_id(self) -> str:
         """A stable id for /info, kept in the data root (as dockerd's engine-id)."""
@@ -58,4 +72,5 @@ class Engine:
             if doc is not None and doc.get("LogPath"):
                 c["SizeRw"] = int(c.get("SizeRw") or 0) + logfile.size(doc["LogPath"])
         return {"LayersSize": self.images.layers_size(), "Images": images,
-                "Containers": containers, "Volumes": [], "BuildCache": []}
+                "Containers": containers, "Volumes": self.volumes.disk_usage(),
+                "BuildCache": []}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,8 @@ class Context:
     cgroup_parent: str = "/pallet"
     init_path: str = ""  # the static init binary --init runs as pid 1
     block_devices: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> maj:min
+    # binds, volumes and --mount tmpfs, host sides ready (engine/mounts.py oci_mount)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def bounding_set() -> tuple[str, ...]:
@@ -270,18 +273,15 @@ def _mounts(cfg: dict[str, Any], hc: dict[str, Any], ctx: Context,
     elif ipc == "host":
         mounts.append({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
                        "options": ["rbind", "rprivate"]})
-    taken = set()
-    for dest, opts in (hc.get("Tmpfs") or {}).items():
-        extra = [o for o in str(opts).split(",") if o]
-        mounts.append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
-                       "options": ["noexec", "nosuid", "nodev", *extra]})
-        taken.add(dest)
-    for bind in hc.get("Binds") or []:
-        mounts.append(_bind(bind))
-        taken.add(mounts[-1]["destination"])
-    for m in hc.get("Mounts") or []:  # --mount
-        mounts.append(_mount(m))
-        taken.add(mounts[-1]["destination"])
+    # --tmpfs, and the binds, volumes and --mount tmpfs the caller resolved, parents
+    # before what is mounted inside them.
+    user = [{"destination": dest, "type": "tmpfs", "source": "tmpfs",
+             "options": ["noexec", "nosuid", "nodev", *[o for o in str(opts).split(",") if o]]}
+            for dest, opts in (hc.get("Tmpfs") or {}).items()]
+    user += ctx.mounts
+    user.sort(key=lambda m: posixpath.normpath(m["destination"]).count("/"))
+    mounts += user
+    taken = {m["destination"] for m in user}
     if hc.get("Init"):
         if not ctx.init_path:
             raise NotSupported("--init: no init binary is configured")
@@ -295,75 +295,15 @@ def _mounts(cfg: dict[str, Any], hc: dict[str, Any], ctx: Context,
     return mounts
 
 
-def _bind(spec: str) -> dict[str, Any]:
-    """``/host:/container[:opts]``; named volumes arrive with the volume service."""
-    parts = spec.split(":")
-    if len(parts) < 2 or len(parts) > 3:
-        raise InvalidArgument(f"invalid volume specification: '{spec}'")
-    src, dest = parts[0], parts[1]
-    opts = parts[2].split(",") if len(parts) == 3 else []
-    if not dest.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': "
-                              "mount path must be absolute")
-    if not src.startswith("/"):
-        raise NotSupported(f"named volume {src!r}: volumes are not supported yet "
-                           "(bind a host path instead)")
-    out = ["rbind"]
-    for o in opts:
-        if o in ("ro", "rw"):
-            out.append(o)
-        elif o in ("z", "Z", ""):
-            continue
-        elif o in ("private", "rprivate", "shared", "rshared", "slave", "rslave"):
-            out.append(o)
-        else:
-            raise InvalidArgument(f"invalid mode: {o}")
-    if not any(o.endswith(("private", "shared", "slave")) for o in out):
-        out.append("rprivate")
-    return {"destination": dest, "type": "bind", "source": src, "options": out}
-
-
-def _mount(m: dict[str, Any]) -> dict[str, Any]:
-    """One HostConfig.Mounts entry (--mount type=bind|tmpfs,...)."""
-    kind = str(m.get("Type") or "volume")
-    dest = str(m.get("Target") or "")
-    if not dest.startswith("/"):
-        raise InvalidArgument(f"invalid mount config: mount path must be absolute: {dest!r}")
-    ro = ["ro"] if m.get("ReadOnly") else []
-    if kind == "bind":
-        src = str(m.get("Source") or "")
-        if not src.startswith("/"):
-            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount "
-                                  f"path: '{src}' mount path must be absolute")
-        if not os.path.exists(src):
-            raise InvalidArgument(f"invalid mount config for type \"bind\": bind source "
-                                  f"path does not exist: {src}")
-        prop = (m.get("BindOptions") or {}).get("Propagation") or "rprivate"
-        return {"destination": dest, "type": "bind", "source": src,
-                "options": ["rbind", *ro, prop]}
-    if kind == "tmpfs":
-        opts = m.get("TmpfsOptions") or {}
-        extra = []
-        if opts.get("SizeBytes"):
-            extra.append(f"size={int(opts['SizeBytes'])}")
-        if opts.get("Mode"):
-            extra.append(f"mode={int(opts['Mode']):o}")
-        return {"destination": dest, "type": "tmpfs", "source": "tmpfs",
-                "options": ["noexec", "nosuid", "nodev", *ro, *extra]}
-    if kind == "volume":
-        raise NotSupported("--mount type=volume: volumes are not supported yet "
-                           "(bind a host path instead)")
-    raise InvalidArgument(f"invalid mount config: mount type unknown: {kind!r}")
-
-
 def _namespaces(hc: dict[str, Any], ctx: Context, net_mode: str) -> list[dict[str, str]]:
     out: list[dict[str, str]] = [{"type": "mount"}]
 
     def add(kind: str, mode: str) -> None:
         if mode == "host":
             return
-        if mode.startswith("container:"):
-            # resolved at start; at create (validation) the other may not run yet
+        if mode.startswith("container:") or kind in ctx.ns_paths:
+            # resolved at start (another container's, or the netns palletd made); at
+            # create (validation) the other may not run yet
             out.append({"type": kind, "path": ctx.ns_paths.get(kind, f"/proc/1/ns/{kind}")})
             return
         out.append({"type": kind})
@@ -469,6 +409,9 @@ def resources(hc: dict[str, Any], ctx: Context, privileged: bool) -> dict[str, A
     pids = int(hc.get("PidsLimit") or 0)
     if pids > 0:
         res["pids"] = {"limit": pids}
+    if hc.get("NetClsClassid"):
+        # beyond docker: host traffic control can classify the container's packets
+        res["network"] = {"classID": int(hc["NetClsClassid"])}
     blkio: dict[str, Any] = {}
     if hc.get("BlkioWeight"):
         blkio["weight"] = int(hc["BlkioWeight"])

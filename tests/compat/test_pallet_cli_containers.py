@@ -41,8 +41,8 @@ def test_run_streams_and_exit_codes(pd: Palletd) -> None:
     assert out.returncode == 127 and "executable file not found" in out.stderr
     out = pallet(pd, "run", "--rm", "--memory", "12zb", IMAGE, "true")
     assert out.returncode == 125 and "invalid size: '12zb'" in out.stderr
-    out = pallet(pd, "run", "--rm", "-p", "80:80", IMAGE, "true")
-    assert out.returncode == 125 and "not supported yet" in out.stderr
+    out = pallet(pd, "run", "--rm", "-p", "80:80:80", IMAGE, "true")
+    assert out.returncode == 125 and "invalid IP address: 80" in out.stderr
     assert pallet(pd, "ps", "-aq").stdout == ""
 
 

@@ -75,3 +75,20 @@ def test_no_test_monitor_left(test_dirs: list[str]) -> None:
         if b"pallet.monitor" in argv and any(m in a for a in argv for m in marks):
             left.append((int(name), argv))
     assert left == []
+
+
+def test_no_test_network_left() -> None:
+    """No bridge, veth, firewall table, netns or DNS listener of a test palletd."""
+    import re
+    import subprocess
+
+    from tests.conftest import LINKS_AT_START
+
+    now = set(os.listdir("/sys/class/net"))
+    pallets = {n for n in now - LINKS_AT_START if n.startswith(("pbr-", "pveth", "pt"))}
+    assert sorted(pallets) == []
+    assert [n for n in now if re.fullmatch(r"pt[0-9a-f]{8}", n)] == []
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                            check=True).stdout
+    assert [t for t in tables.split() if t.startswith("pallet_t")] == []
+    # netns files of test daemons live under their dirs: test_no_test_mounts covers them

@@ -5,6 +5,7 @@ Never the user's /var/lib/pallet or /run/pallet (STYLE.md: test daemons are priv
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -74,6 +75,10 @@ def start_palletd(base: str, *extra: str, env: dict[str, str] | None = None) -> 
     sock = os.path.join(base, "pallet.sock")
     data, run = os.path.join(base, "data"), os.path.join(base, "run")
     log = os.path.join(base, "palletd.log")
+    if "--bridge" not in extra:
+        # its own default bridge and firewall table, never a running palletd's
+        tag = hashlib.sha256(base.encode()).hexdigest()[:8]
+        extra = ("--bridge", f"pt{tag}", "--firewall-table", f"pallet_t{tag}", *extra)
     with open(log, "wb") as out:
         cgroup = "/" + os.path.basename(base.rstrip("/"))  # named like the test: checked
         proc = subprocess.Popen([sys.executable, "-m", "pallet.api.daemon", "-H", f"unix://{sock}",
@@ -109,12 +114,28 @@ def stop_palletd(d: Palletd, monitor: bool = True) -> None:
             d.proc.wait()
     if monitor:
         stop_monitor(d.exec_root)
+        teardown_network(d)
         # The containers' parent cgroup, named after the daemon's dir (empty by now).
         from tests.support.leftovers import cgroup_dirs
 
         for path in sorted(cgroup_dirs(os.path.basename(os.path.dirname(d.socket))),
                            key=len, reverse=True):
             os.rmdir(path)
+
+
+def teardown_network(d: Palletd) -> None:
+    """The daemon's bridges, firewall table and leftover netns files (after palletd and
+    its containers are gone)."""
+    from pallet.engine.config import DaemonConfig
+    from pallet.engine.events import EventBus
+    from pallet.engine.networks import NetworkService
+    from pallet.engine.sandbox import Sandboxes
+
+    args = list(d.proc.args)  # type: ignore[arg-type]
+    cfg = DaemonConfig(data_root=d.data_root, exec_root=d.exec_root,
+                       firewall_table=args[args.index("--firewall-table") + 1])
+    if os.path.isdir(cfg.path("networks")):
+        Sandboxes(cfg, NetworkService(cfg, EventBus())).teardown_all()
 
 
 def stop_monitor(exec_root: str) -> None:

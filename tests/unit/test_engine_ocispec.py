@@ -9,7 +9,7 @@ import pytest
 
 from pallet.engine import ocispec
 from pallet.engine.containers import merge_config, parse_signal, resolve_user
-from pallet.errors import InvalidArgument, NotSupported
+from pallet.errors import InvalidArgument
 
 # What dockerd 20.10 wrote for a container (captured; see tests/data/README)
 REF = os.path.join(os.path.dirname(__file__), "..", "data",
@@ -76,7 +76,7 @@ def test_host_config_fields() -> None:
           "SecurityOpt": ["no-new-privileges", "seccomp=unconfined"],
           "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}],
           "Sysctls": {"net.ipv4.ip_forward": "1"}, "ShmSize": 1 << 20,
-          "Binds": ["/srv:/data:ro"], "DeviceCgroupRules": ["c 42:* rmw"]}
+          "DeviceCgroupRules": ["c 42:* rmw"]}
     spec = ocispec.build({"Cmd": ["sh"], "Tty": True}, hc, ctx())
     assert spec["root"]["readonly"] is True
     assert "pid" not in {n["type"] for n in spec["linux"]["namespaces"]}
@@ -86,8 +86,6 @@ def test_host_config_fields() -> None:
     mounts = {m["destination"]: m for m in spec["mounts"]}
     assert mounts["/run"]["options"] == ["noexec", "nosuid", "nodev", "size=1m"]
     assert f"size={1 << 20}" in mounts["/dev/shm"]["options"]
-    assert mounts["/data"] == {"destination": "/data", "type": "bind", "source": "/srv",
-                               "options": ["rbind", "ro", "rprivate"]}
     assert {"allow": True, "type": "c", "major": 42, "access": "rmw"} in \
         spec["linux"]["resources"]["devices"]
     assert spec["linux"]["sysctl"]["net.ipv4.ip_forward"] == "1"
@@ -95,16 +93,11 @@ def test_host_config_fields() -> None:
 
 @pytest.mark.parametrize("hc", [
     {"SecurityOpt": ["bogus=1"]}, {"Ulimits": [{"Name": "nope", "Soft": 1, "Hard": 1}]},
-    {"DeviceCgroupRules": ["x 1:1 r"]}, {"Binds": ["/a:b"]}, {"CgroupnsMode": "weird"},
+    {"DeviceCgroupRules": ["x 1:1 r"]}, {"CgroupnsMode": "weird"},
 ])
 def test_bad_host_config(hc: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         ocispec.build({"Cmd": ["sh"]}, hc, ctx())
-
-
-def test_named_volumes_say_they_are_not_there_yet() -> None:
-    with pytest.raises(NotSupported, match="volumes are not supported yet"):
-        ocispec.build({"Cmd": ["sh"]}, {"Binds": ["data:/data"]}, ctx())
 
 
 def test_merge_config_like_dockerd() -> None:

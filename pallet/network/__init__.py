@@ -1,0 +1,1 @@
+"""Networking: IPAM and firewall rules (pure); bridges, veths, netns and DNS (apply)."""
