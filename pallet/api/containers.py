@@ -166,8 +166,10 @@ def _stream_content_type(request: web.Request, tty: bool) -> str:
     return hijack.MULTIPLEXED
 
 
-def _render(e: logfile.Entry, tty: bool, timestamps: bool) -> bytes:
-    data = (e.time.encode() + b" " + e.line) if timestamps else e.line
+def _render(e: logfile.Entry, tty: bool, timestamps: bool, details: bool = False) -> bytes:
+    data = e.details() + e.line if details else e.line
+    if timestamps:
+        data = e.time.encode() + b" " + data
     if tty:
         return data
     return wire.frame(2 if e.stream == "stderr" else 1, data)
@@ -207,16 +209,18 @@ async def logs(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": _stream_content_type(request, tty)})
     await resp.prepare(request)
-    await resp.write(b"".join(_render(e, tty, stamps) for e in entries))
+    details = params.boolean(q.get("details"))
+    await resp.write(b"".join(_render(e, tty, stamps, details) for e in entries))
     if follow and (until is None or until > asyncio.get_running_loop().time()):
-        await _follow(request, resp, svc, doc["Id"], path, ino, pos, keep, tty, stamps)
+        await _follow(request, resp, svc, doc["Id"], path, ino, pos, keep, tty, stamps,
+                      details)
     await resp.write_eof()
     return resp
 
 
 async def _follow(request: web.Request, resp: web.StreamResponse, svc: ContainerService,
                   cid: str, path: str, ino: int, pos: int, keep: Any, tty: bool,
-                  stamps: bool) -> None:
+                  stamps: bool, details: bool) -> None:
     """New lines of the live log file until the container stops (or the client leaves)."""
     partial = b""
     while True:
@@ -240,7 +244,7 @@ async def _follow(request: web.Request, resp: web.StreamResponse, svc: Container
             for raw in lines:
                 e = logfile.parse(raw)
                 if e is not None and keep(e):
-                    out.append(_render(e, tty, stamps))
+                    out.append(_render(e, tty, stamps, details))
             if out:
                 await resp.write(b"".join(out))
             continue

@@ -482,7 +482,8 @@ class ContainerService:
             max_size, max_file, compress = logfile.options(lc.get("Type") or "json-file",
                                                            lc.get("Config") or {})
             log = {"path": doc["LogPath"], "max_size": max_size, "max_file": max_file,
-                   "compress": compress}
+                   "compress": compress, "attrs": logfile.attributes(
+                       lc.get("Config") or {}, cfg.get("Labels") or {}, cfg.get("Env") or [])}
         reply = self.monitor.call(
             "start", id=cid, bundle=bundle, state_dir=bundle, tty=bool(cfg.get("Tty")),
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")), log=log)

@@ -44,7 +44,7 @@ def describe(mon: Monitor) -> tuple[dict[str, Any], list[int]]:
         if box.log is not None:
             w = box.log
             log = {"path": w.path, "max_size": w.max_size, "max_file": w.max_file,
-                   "compress": w.compress,
+                   "compress": w.compress, "attrs": w.attrs,
                    "partial": {k: _b64(v) for k, v in w._partial.items()}}
         boxes.append({
             "id": box.id, "container": box.container, "state_dir": box.state_dir,
@@ -123,7 +123,7 @@ def resume(mon: Monitor, memfd: int) -> None:
         if b["log"]:
             lg = b["log"]
             box.log = logfile.LogWriter(lg["path"], int(lg["max_size"]), int(lg["max_file"]),
-                                        bool(lg["compress"]))
+                                        bool(lg["compress"]), lg.get("attrs"))
             box.log._partial = {k: _unb64(v) for k, v in lg["partial"].items()}
         for fd in {*box.outputs, box.master, box.stdin} - {-1}:
             os.set_inheritable(fd, False)

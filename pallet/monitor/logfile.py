@@ -48,6 +48,26 @@ def parse_size(text: str) -> int:
     return int(value * mult)
 
 
+def attributes(opts: dict[str, str], labels: dict[str, str], env: list[str]) -> dict[str, str]:
+    """The extra attributes --log-opt labels/labels-regex/env/env-regex pick from the
+    container's labels and environment, as dockerd's loggers record them."""
+    import re
+
+    out: dict[str, str] = {}
+    envs = dict(e.partition("=")[::2] for e in env)
+    for source, names, regex in ((labels, "labels", "labels-regex"), (envs, "env", "env-regex")):
+        for key in (k.strip() for k in opts.get(names, "").split(",") if k.strip()):
+            if key in source:
+                out[key] = source[key]
+        if opts.get(regex):
+            try:
+                pattern = re.compile(opts[regex])
+            except re.error as exc:
+                raise InvalidArgument(f"invalid {regex}: {exc}") from None
+            out.update({k: v for k, v in source.items() if pattern.search(k)})
+    return out
+
+
 def options(driver: str, opts: dict[str, str]) -> tuple[int, int, bool]:
     """(max_size, max_file, compress) from a LogConfig; InvalidArgument for bad ones."""
     if driver not in DRIVERS:
@@ -74,11 +94,14 @@ class LogWriter:
     """Appends one container's output to its log, rotating as it goes."""
 
     def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE,
-                 max_file: int = DEFAULT_MAX_FILE, compress: bool = False) -> None:
+                 max_file: int = DEFAULT_MAX_FILE, compress: bool = False,
+                 attrs: dict[str, str] | None = None) -> None:
         self.path = path
         self.max_size = max_size
         self.max_file = max_file
         self.compress = compress
+        # --log-opt labels=/env=: the same attributes on every line (logs --details)
+        self.attrs = attrs or {}
         self._partial: dict[str, bytes] = {}
         self.fd = self._open()
         self.size = os.fstat(self.fd).st_size
@@ -121,10 +144,12 @@ class LogWriter:
             os.close(self.fd)
             self.fd = -1
 
-    @staticmethod
-    def _line(text: bytes, stream: str, stamp: str) -> bytes:
-        return (jsonfast.dumps({"log": text.decode("utf-8", "replace"), "stream": stream,
-                                "time": stamp}) + "\n").encode()
+    def _line(self, text: bytes, stream: str, stamp: str) -> bytes:
+        line: dict[str, object] = {"log": text.decode("utf-8", "replace"), "stream": stream}
+        if self.attrs:
+            line["attrs"] = self.attrs
+        line["time"] = stamp
+        return (jsonfast.dumps(line) + "\n").encode()
 
     def _append(self, data: bytes) -> None:
         if self.max_size and self.size and self.size + len(data) > self.max_size:
@@ -187,13 +212,23 @@ def size(path: str) -> int:
 
 
 class Entry:
-    __slots__ = ("line", "stream", "time", "ts")
+    __slots__ = ("attrs", "line", "stream", "time", "ts")
 
-    def __init__(self, line: bytes, stream: str, stamp: str, ts: float) -> None:
+    def __init__(self, line: bytes, stream: str, stamp: str, ts: float,
+                 attrs: dict[str, str] | None = None) -> None:
         self.line = line
         self.stream = stream
         self.time = stamp
         self.ts = ts
+        self.attrs = attrs or {}
+
+    def details(self) -> bytes:
+        """docker logs --details' prefix: the attributes as k=v,k=v (query-escaped,
+        sorted), then a space, even when there are none."""
+        from urllib.parse import quote_plus
+
+        return ",".join(f"{quote_plus(k)}={quote_plus(v)}"
+                        for k, v in sorted(self.attrs.items())).encode() + b" "
 
 
 def parse(raw: bytes) -> Entry | None:
@@ -204,8 +239,10 @@ def parse(raw: bytes) -> Entry | None:
     if not isinstance(obj, dict):
         return None
     stamp = str(obj.get("time", ""))
+    attrs = obj.get("attrs")
     return Entry(str(obj.get("log", "")).encode(), str(obj.get("stream", "stdout")),
-                 stamp, parse_time(stamp))
+                 stamp, parse_time(stamp),
+                 {str(k): str(v) for k, v in attrs.items()} if isinstance(attrs, dict) else None)
 
 
 def parse_time(stamp: str) -> float:

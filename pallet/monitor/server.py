@@ -318,9 +318,11 @@ class Monitor:
         box.stdin_once = bool(msg.get("stdin_once"))
         log = msg.get("log")
         if isinstance(log, dict) and log.get("path"):
+            attrs = log.get("attrs")
             box.log = logfile.LogWriter(str(log["path"]), int(log.get("max_size", 0)),
                                         int(log.get("max_file", 1)),
-                                        bool(log.get("compress")))
+                                        bool(log.get("compress")),
+                                        attrs if isinstance(attrs, dict) else None)
         try:
             self._spawn(box, str(msg["bundle"]), bool(msg.get("stdin")))
         except BaseException:

@@ -126,6 +126,20 @@ def test_detached_logs_ps_stop_rm(pd: Palletd, names: list[str]) -> None:
     assert run(pd, "inspect", "pt-logger").returncode == 1
 
 
+def test_logs_details_show_the_log_opt_attributes(pd: Palletd, names: list[str]) -> None:
+    names.extend(["pt-details", "pt-plain"])
+    pd.docker("run", "--name", "pt-details", "-l", "app=web", "-l", "team=a b", "-e",
+              "MODE=prod", "--log-opt", "labels=app,team", "--log-opt", "env=MODE", IMAGE,
+              "echo", "hi")
+    assert pd.docker("logs", "--details", "pt-details").stdout == \
+        "MODE=prod,app=web,team=a+b hi\n"
+    assert pd.docker("logs", "pt-details").stdout == "hi\n"
+    stamped = pd.docker("logs", "-t", "--details", "pt-details").stdout
+    assert stamped.endswith(" MODE=prod,app=web,team=a+b hi\n") and stamped[0].isdigit()
+    pd.docker("run", "--name", "pt-plain", IMAGE, "echo", "hi")
+    assert pd.docker("logs", "--details", "pt-plain").stdout == " hi\n"  # as dockerd
+
+
 def test_stop_kills_after_timeout(pd: Palletd, names: list[str]) -> None:
     names.append("pt-stubborn")
     pd.docker("run", "-d", "--name", "pt-stubborn", IMAGE, "sh", "-c",

@@ -296,3 +296,34 @@ def test_ipv6_network(pd: Palletd, made: dict) -> None:
     assert out.stdout == "hello from v6web\n", out.stderr
     out = run(pd, "run", "--rm", "--network", "pt-v6", IMAGE, "nslookup", "-type=aaaa", "v6web")
     assert v6 in out.stdout, out.stdout + out.stderr
+
+
+def test_links_mac_and_extra_hosts_on_the_default_bridge(pd: Palletd, made: dict) -> None:
+    doc = serve(pd, made, "linked1")
+    ip = doc["NetworkSettings"]["IPAddress"]  # type: ignore[index]
+    out = run(pd, "run", "--rm", "--link", "linked1:db", "--mac-address", "02:42:0a:00:00:99",
+              "--add-host", "extra.example:10.9.9.9", IMAGE, "sh", "-c",
+              "cat /etc/hosts; cat /sys/class/net/eth0/address; "
+              "timeout 5 wget -q -O- http://db/")
+    assert f"{ip}\tdb linked1" in out.stdout
+    assert "10.9.9.9\textra.example" in out.stdout
+    assert "02:42:0a:00:00:99" in out.stdout
+    assert out.stdout.endswith("hello from linked1\n"), out.stderr
+    out = run(pd, "run", "--rm", "--link", "pt-nosuch:x", IMAGE, "true")
+    assert out.returncode != 0
+
+
+def test_masquerade_and_isolation_rules(pd: Palletd, made: dict) -> None:
+    pd.docker("network", "create", "--subnet", "10.251.11.0/24", "pt-out")
+    internal = pd.docker("network", "create", "--internal", "--subnet", "10.251.12.0/24",
+                         "pt-in").stdout.strip()
+    made["networks"] += ["pt-out", "pt-in"]
+    args = pd.proc.args
+    table = args[args.index("--firewall-table") + 1]
+    rules = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True,
+                           text=True, check=True).stdout
+    assert "10.251.11.0/24" in rules and "masquerade" in rules
+    # an internal network is never masqueraded out, and its bridge drops what crosses it
+    assert not any("10.251.12.0/24" in ln and "masquerade" in ln for ln in rules.splitlines())
+    bridge = f"pbr-{internal[:11]}"
+    assert any(bridge in ln and "drop" in ln for ln in rules.splitlines()), rules
