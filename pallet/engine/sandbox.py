@@ -169,9 +169,11 @@ class Sandboxes:
         ns = doc.get("NetworkSettings") or {}
         had_ports = bool(ns.get("_published"))
         self._dns_off(doc["Id"])
+        # With the netns going too, the kernel deletes its veths (see links.release).
+        gone = _links().release if ns.get("SandboxKey") else _links().detach
         for ep in (ns.get("Networks") or {}).values():
             if ep.get("_if"):
-                self._quietly(_links().detach, ep["_if"])
+                self._quietly(gone, ep["_if"])
             _clear(ep)
         if ns.get("SandboxKey"):
             from pallet.linux import netns

@@ -154,6 +154,19 @@ def detach(host_ifname: str) -> None:
         nl.link_del_name(ifb_name(host_ifname))
 
 
+def release(host_ifname: str) -> None:
+    """Stop the host end of a veth whose namespace is about to be removed: the kernel
+    deletes the pair with the namespace, off the caller's path, where an explicit delete
+    waits ~18 ms for the device to unregister. The ifb of a rate limit lives outside the
+    namespace: it is deleted here. Nothing happens for what is gone already."""
+    _check_name(host_ifname, "interface")
+    with _errors(f"endpoint {host_ifname}"), RtNetlink() as nl:
+        index = nl.link_index(host_ifname)
+        if index is not None:
+            nl.link_set(index, up=False)
+        nl.link_del_name(ifb_name(host_ifname))
+
+
 def detach_in(netns_path: str, ifname: str) -> None:
     """Delete the interface ``ifname`` inside the namespace at ``netns_path`` (the host end
     of a veth goes with it); nothing happens if either is gone."""

@@ -61,7 +61,8 @@ def test_no_userns_test_dirs_left(test_dirs: list[str]) -> None:
 
 
 def test_no_test_monitor_left(test_dirs: list[str]) -> None:
-    """Every test palletd's pallet-monitor was shut down with its containers."""
+    """Every test palletd (and with it its DNS listeners) and its pallet-monitor was shut
+    down with its containers."""
     marks = [MARK.encode(), *(d.encode() for d in test_dirs)]
     left = []
     for name in os.listdir("/proc"):
@@ -72,7 +73,8 @@ def test_no_test_monitor_left(test_dirs: list[str]) -> None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"pallet.monitor" in argv and any(m in a for a in argv for m in marks):
+        daemon = b"pallet.monitor" in argv or b"pallet.api.daemon" in argv
+        if daemon and any(m in a for a in argv for m in marks):
             left.append((int(name), argv))
     assert left == []
 
