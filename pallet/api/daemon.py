@@ -49,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(default: a free pool)")
     p.add_argument("--firewall-table", default="pallet",
                    help="the nftables table holding pallet's rules (default pallet)")
+    p.add_argument("--dns", action="append", default=[],
+                   help="DNS server for containers (default: the host's); the embedded "
+                        "DNS of user-defined networks forwards to it")
     p.add_argument("-D", "--debug", action="store_true")
     p.add_argument("-v", "--version", action="store_true")
     return p.parse_args(argv)
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         registry_mirrors=tuple(args.registry_mirror), debug=args.debug,
         cgroup_parent=args.cgroup_parent, init_path=args.init_path,
         bridge=args.bridge, bip=args.bip, firewall_table=args.firewall_table,
+        dns=tuple(args.dns),
     )
     import resource
 

@@ -24,6 +24,7 @@ class DaemonConfig:
     bridge: str = "pallet0"  # the default network's bridge (dockerd: docker0)
     bip: str = ""  # its gateway address and prefix; "" = a free default pool
     firewall_table: str = "pallet"  # the nft table pallet's rules live in, and only there
+    dns: tuple[str, ...] = ()  # containers' DNS servers; () = the host's resolv.conf
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.data_root, *parts)

@@ -327,7 +327,7 @@ class ContainerService:
                 host, _, ip = extra.partition(":")
                 hosts += f"{ip}\t{host}\n"
         _write(doc["HostsPath"], hosts)
-        _write(doc["ResolvConfPath"], _resolv_conf(hc, host_net))
+        _write(doc["ResolvConfPath"], _resolv_conf(hc, host_net, False, self.cfg.dns))
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -439,7 +439,7 @@ class ContainerService:
                     hosts += f"{ep[key]}\t{names}\n"
         _write(doc["HostsPath"], hosts)
         embedded = self.sandboxes._wants_dns(doc)
-        _write(doc["ResolvConfPath"], _resolv_conf(hc, False, embedded))
+        _write(doc["ResolvConfPath"], _resolv_conf(hc, False, embedded, self.cfg.dns))
 
     def _spawn(self, doc: dict[str, Any], rootfs: str,
                netns: str | None = None) -> tuple[int, float]:
@@ -1448,6 +1448,9 @@ def _check_host_config(hc: dict[str, Any]) -> None:
                               "use one of 'none', 'kill', 'restart', 'stop'")
     if hc.get("AutoRemove") and policy != "no":
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    for server in hc.get("Dns") or []:
+        if not _plain_ip(str(server)):
+            raise InvalidArgument(f"{server} is not an ip address")
     for key in ("NetworkIngressRate", "NetworkEgressRate"):
         value = hc.get(key)
         if value is not None and (not isinstance(value, int) or value < 0):
@@ -1618,12 +1621,17 @@ def _overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
     walk("", False)
     return out
 
-def _resolv_conf(hc: dict[str, Any], host_net: bool, embedded: bool = False) -> str:
+def _resolv_conf(hc: dict[str, Any], host_net: bool, embedded: bool = False,
+                 daemon_dns: tuple[str, ...] = ()) -> str:
     try:
         with open("/etc/resolv.conf") as f:
             lines = f.read().splitlines()
     except OSError:
         lines = []
+    servers = [d for d in daemon_dns if _plain_ip(d)]
+    if servers:  # palletd --dns: the containers' servers instead of the host's
+        lines = [ln for ln in lines if not ln.startswith("nameserver")]
+        lines += [f"nameserver {d}" for d in servers]
     if embedded:
         # palletd answers at 127.0.0.11 and forwards what is not a container's name
         lines = [ln for ln in lines if ln.startswith(("search", "domain"))]
@@ -1649,6 +1657,17 @@ def _resolv_conf(hc: dict[str, Any], host_net: bool, embedded: bool = False) -> 
         lines = [ln for ln in lines if not ln.startswith("options")]
         lines.append("options " + " ".join(hc["DnsOptions"]))
     return "\n".join(lines) + "\n"
+
+
+def _plain_ip(text: str) -> bool:
+    """An address resolv.conf can name (not ip:port, which only the embedded DNS takes)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:

@@ -324,11 +324,16 @@ class Sandboxes:
         from pallet.network import dns
 
         if self._dns is None:
-            self._dns = dns.DnsServer()
+            self._dns = dns.DnsServer(list(self.cfg.dns) or None)
         udp, tcp = dns.open_listeners(path)
         cid = doc["Id"]
+        # only internal networks: names outside are not asked for (as dockerd)
+        nets = [self.nets.find(n) for n in doc["NetworkSettings"]["Networks"]]
+        forward = any(n is not None and not n["Internal"] for n in nets)
+        own = [str(d) for d in doc["HostConfig"].get("Dns") or []]  # as dockerd: ExtDNS
         asyncio.run_coroutine_threadsafe(
-            self._dns.add(cid, udp, tcp, self._lookup(cid), self._reverse(cid)), loop)
+            self._dns.add(cid, udp, tcp, self._lookup(cid), self._reverse(cid),
+                          forward=forward, upstreams=own or None), loop)
 
     def _dns_off(self, cid: str) -> None:
         if self._dns is not None and self.loop is not None:

@@ -353,6 +353,7 @@ class _Listener:
     lookup: Lookup
     reverse: ReverseLookup
     forward: bool
+    upstreams: list[Upstream] | None = None  # the container's own --dns, else the server's
     forwarding: int = 0
     server: asyncio.Server | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -380,15 +381,17 @@ class DnsServer:
 
     async def add(
         self, key: str, udp: socket.socket, tcp: socket.socket, lookup: Lookup,
-        reverse: ReverseLookup, *, forward: bool = True,
+        reverse: ReverseLookup, *, forward: bool = True, upstreams: list[str] | None = None,
     ) -> None:
         """Serve ``udp`` and ``tcp`` (from open_listeners) for container ``key``,
         replacing (and closing) what was served for it. ``forward=False`` answers
         SERVFAIL for names that are not ours instead of asking upstream (moby's internal
-        networks)."""
+        networks). ``upstreams``: the container's own servers (its --dns), asked instead
+        of the server's."""
+        own = upstreams_from(upstreams) if upstreams else None
         await self.remove(key)
         loop = asyncio.get_running_loop()
-        listener = _Listener(key, udp, tcp, lookup, reverse, forward)
+        listener = _Listener(key, udp, tcp, lookup, reverse, forward, own)
         udp.setblocking(False)
         tcp.setblocking(False)
         loop.add_reader(udp.fileno(), self._on_udp, listener)
@@ -519,7 +522,7 @@ class DnsServer:
         listener.forwarding += 1
         self._forwarding += 1
         try:
-            for up in self.upstreams:
+            for up in listener.upstreams or self.upstreams:
                 try:
                     exchange = _exchange_tcp(up, query) if tcp else _exchange_udp(up, query)
                     reply = await asyncio.wait_for(exchange, self.timeout)

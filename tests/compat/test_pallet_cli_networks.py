@@ -67,6 +67,8 @@ def test_network_verbs(pd: Palletd, made: dict) -> None:
     assert "10.251.9.77/24" in out.stdout
     out = pallet(pd, "run", "--rm", "--network", "pt-cli", "--ip", "10.251.9.77", IMAGE, "true")
     assert out.returncode != 0 and "Address already in use" in out.stderr
+    out = pallet(pd, "run", "--rm", "--dns", "nope", IMAGE, "true")
+    assert out.returncode != 0 and "nope is not an ip address" in out.stderr
     out = pallet(pd, "run", "--rm", "--ip", "10.1.1.1", IMAGE, "true")
     assert out.returncode == 125 and "user-defined networks" in out.stderr
     assert pallet(pd, "network", "rm", "pt-cli").returncode == 1  # in use

@@ -146,13 +146,14 @@ def stop_monitor(exec_root: str) -> None:
 
 
 @contextmanager
-def palletd_with_image(prefix: str, image: str, *changes: str) -> Iterator[Palletd]:
+def palletd_with_image(prefix: str, image: str, *changes: str,
+                       args: tuple[str, ...] = ()) -> Iterator[Palletd]:
     """A private palletd (dirs named ``prefix``...) with a busybox ``image`` imported;
     at the end every container is removed, palletd and its monitor stopped."""
     from tests.compat.test_docker_cli_images import import_busybox
 
     base = tempfile.mkdtemp(prefix=prefix)
-    d = start_palletd(base)
+    d = start_palletd(base, *args)
     try:
         import_busybox(d, image, *changes)
         yield d

@@ -479,6 +479,22 @@ def test_server_forwards_unknown_names_over_the_same_transport() -> None:
     run(scenario)
 
 
+def test_a_container_s_own_servers_are_asked_instead_of_the_server_s() -> None:
+    async def scenario() -> None:
+        async with fake_upstream(silent=True) as wrong, fake_upstream() as own:
+            server = DnsServer(upstreams=[wrong.address], timeout=0.5)
+            udp, tcp = loopback_pair()
+            host, port = udp.getsockname()
+            try:
+                await server.add("c1", udp, tcp, lookup, reverse, upstreams=[own.address])
+                assert addresses(await udp_ask("example.test", host, port)) == ["192.0.2.10"]
+                assert wrong.seen == [] and own.seen == [("udp", "example.test.")]
+            finally:
+                await server.close()
+
+    run(scenario)
+
+
 def test_truncated_upstream_reply_reaches_the_client_which_retries_over_tcp() -> None:
     async def scenario() -> None:
         async with fake_upstream() as up, serving([up.address]) as (_, host, port, _u, _t):
