@@ -28,11 +28,30 @@ from typing import Any
 
 from pallet.engine import mounts, names, ocispec
 from pallet.engine.config import DaemonConfig
+from pallet.engine.containerconf import (
+    HOSTS,
+    block_devices,
+    cgroupns_default,
+    check_host_config,
+    host_device,
+    host_devices,
+    merge_config,
+    resolv_conf,
+    resolve_user,
+)
 from pallet.engine.containerdb import ContainerDB
+from pallet.engine.containerview import (
+    ZERO_TIME,
+    label_filters,
+    matches,
+    network_settings,
+    state_of,
+    status_text,
+)
 from pallet.engine.events import EventBus, make_event
 from pallet.engine.images import ImageService
 from pallet.engine.monitorclient import MonitorClient
-from pallet.engine.sandbox import Sandboxes, empty_endpoint, mode_of, public_endpoint
+from pallet.engine.sandbox import Sandboxes, mode_of
 from pallet.engine.volumes import VolumeService, image_may_hold
 from pallet.errors import (
     Conflict,
@@ -51,17 +70,7 @@ from pallet.storage.snapshot import choose_driver
 
 log = logging.getLogger("palletd")
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_STOP_TIMEOUT = 10
-HOSTS = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
-
-
 def parse_signal(raw: str | int | None, default: int = 15) -> int:
     """SIGTERM, TERM, 15, RTMIN+1 -> its number; InvalidArgument for anything else."""
     if raw is None or raw == "":
@@ -162,7 +171,7 @@ class ContainerService:
             raise InvalidArgument("No image specified; an image is required to create a "
                                   "container")
         hc = dict(body.get("HostConfig") or {})
-        _check_host_config(hc)
+        check_host_config(hc)
         image_id = self.images.resolve(image_name)
         image_cfg = self.images.config(image_id)
         cfg = merge_config(body, image_cfg.get("config") or {})
@@ -177,7 +186,7 @@ class ContainerService:
                 raise InvalidArgument("no command specified")
             ocispec.build(cfg, hc, ocispec.Context(  # validate now
                 cid=cid, rootfs="/", init_path=self.cfg.init_path,
-                block_devices=_block_devices(hc)))
+                block_devices=block_devices(hc)))
             plan = self._mount_plan(cfg, hc)  # every spec checked before anything is made
             data_dir = os.path.join(self.root, cid)
             hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
@@ -188,7 +197,7 @@ class ContainerService:
             hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
             doc: dict[str, Any] = {
                 "Id": cid, "Created": rfc3339(time.time()), "Path": args[0], "Args": args[1:],
-                "State": _state("created"), "Image": image_id,
+                "State": state_of("created"), "Image": image_id,
                 "ResolvConfPath": os.path.join(data_dir, "resolv.conf"),
                 "HostnamePath": os.path.join(data_dir, "hostname"),
                 "HostsPath": os.path.join(data_dir, "hosts"),
@@ -327,7 +336,7 @@ class ContainerService:
                 host, _, ip = extra.partition(":")
                 hosts += f"{ip}\t{host}\n"
         _write(doc["HostsPath"], hosts)
-        _write(doc["ResolvConfPath"], _resolv_conf(hc, host_net, False, self.cfg.dns))
+        _write(doc["ResolvConfPath"], resolv_conf(hc, host_net, False, self.cfg.dns))
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -364,7 +373,7 @@ class ContainerService:
                 self.sandboxes.down(doc)
                 self._unmount(doc)
                 raise
-            st.update(_state("running"))
+            st.update(state_of("running"))
             st.update(Pid=pid, StartedAt=rfc3339(started))
             self._save(doc)
         self._event(doc, "start")
@@ -439,7 +448,7 @@ class ContainerService:
                     hosts += f"{ep[key]}\t{names}\n"
         _write(doc["HostsPath"], hosts)
         embedded = self.sandboxes._wants_dns(doc)
-        _write(doc["ResolvConfPath"], _resolv_conf(hc, False, embedded, self.cfg.dns))
+        _write(doc["ResolvConfPath"], resolv_conf(hc, False, embedded, self.cfg.dns))
 
     def _spawn(self, doc: dict[str, Any], rootfs: str,
                netns: str | None = None) -> tuple[int, float]:
@@ -450,7 +459,7 @@ class ContainerService:
                                "(apt-get install tini)")
         ctx = ocispec.Context(cid=cid, rootfs=rootfs, cgroup_parent=self.cfg.cgroup_parent,
                               init_path=self.cfg.init_path,
-                              cgroupns_default=_cgroupns_default(), files={
+                              cgroupns_default=cgroupns_default(), files={
             "hostname": doc["HostnamePath"], "hosts": doc["HostsPath"],
             "resolv.conf": doc["ResolvConfPath"]})
         ctx.uid, ctx.gid, ctx.groups = resolve_user(rootfs, str(cfg.get("User") or ""),
@@ -458,7 +467,7 @@ class ContainerService:
         ctx.devices = [host_device(d) for d in hc.get("Devices") or []]
         if hc.get("Privileged"):
             ctx.devices = host_devices()
-        ctx.block_devices = _block_devices(hc)
+        ctx.block_devices = block_devices(hc)
         if netns is not None:
             ctx.ns_paths["network"] = netns
         for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("network", "NetworkMode"),
@@ -628,7 +637,7 @@ class ContainerService:
                 hc["NanoCpus"] = 0
             if body.get("NanoCpus"):
                 hc["CpuQuota"] = hc["CpuPeriod"] = 0
-            _check_host_config(hc)
+            check_host_config(hc)
             if doc["State"]["Running"]:
                 self._update_cgroup(doc, hc)
             doc["HostConfig"] = hc
@@ -641,7 +650,7 @@ class ContainerService:
         from pallet.runtime import inspect_verbs
 
         ctx = ocispec.Context(cid=doc["Id"], rootfs="/",
-                              block_devices=_block_devices(hc))
+                              block_devices=block_devices(hc))
         res = ocispec.resources(hc, ctx, bool(hc.get("Privileged")))
         res.pop("devices", None)  # never changed by update, as with dockerd and runc
         inspect_verbs.update(self.runtime_root, doc["Id"], parse_resources(res))
@@ -1027,7 +1036,7 @@ class ContainerService:
     def _record_exit(self, doc: dict[str, Any], rec: dict[str, Any]) -> None:
         with self._lock:
             st = doc["State"]
-            st.update(_state("exited"))
+            st.update(state_of("exited"))
             code = rec.get("exitCode")
             st.update(ExitCode=int(code) if code is not None else 255,
                       FinishedAt=rfc3339(float(rec.get("finishedAt") or time.time())),
@@ -1149,7 +1158,7 @@ class ContainerService:
         out.pop("MountPoints", None)
         out["Mounts"] = [mounts.view(p) for p in sorted(
             self._mount_points(doc), key=lambda p: str(p["Destination"]))]
-        out["NetworkSettings"] = _network_settings(doc)
+        out["NetworkSettings"] = network_settings(doc)
         if size:
             out["SizeRw"] = self.snapshots.usage(doc["Id"])
             out["SizeRootFs"] = out["SizeRw"] + self._image_size(doc["Image"])
@@ -1172,7 +1181,7 @@ class ContainerService:
         if not all_ and limit <= 0 and not filters.get("status") and \
                 not filters.get("exited"):
             docs = [d for d in docs if d["State"]["Running"]]
-        docs = [d for d in docs if _matches(d, filters, self)]
+        docs = [d for d in docs if matches(d, filters, self)]
         if limit > 0:
             docs = docs[:limit]
         out = []
@@ -1185,9 +1194,9 @@ class ContainerService:
                 "Created": int(logfile.parse_time(d["Created"])),
                 "Ports": portmap.listing((d.get("NetworkSettings") or {}).get("Ports")),
                 "Labels": cfg.get("Labels") or {},
-                "State": d["State"]["Status"], "Status": _status_text(d["State"]),
+                "State": d["State"]["Status"], "Status": status_text(d["State"]),
                 "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode", "default")},
-                "NetworkSettings": {"Networks": _network_settings(d)["Networks"]},
+                "NetworkSettings": {"Networks": network_settings(d)["Networks"]},
                 "Mounts": [mounts.view(p) for p in self._mount_points(d)],
             }
             if size:
@@ -1204,7 +1213,7 @@ class ContainerService:
             if key not in ("until", "label", "label!"):
                 raise InvalidArgument(f"invalid filter '{key}'")
         for doc in list(self.docs.values()):
-            if doc["State"]["Running"] or not _label_filters(doc, filters):
+            if doc["State"]["Running"] or not label_filters(doc, filters):
                 continue
             if until is not None and logfile.parse_time(doc["Created"]) >= until:
                 continue
@@ -1301,16 +1310,6 @@ class ContainerService:
 
 # --- helpers (pure, or reading only the files they name) -----------------------------------
 
-def _state(status: str) -> dict[str, Any]:
-    """The State fields a change to ``status`` sets (a new container: all of them)."""
-    flags: dict[str, Any] = {"Status": status, "Running": status in ("running", "paused"),
-                             "Paused": status == "paused", "Restarting": False, "Dead": False,
-                             "Pid": 0, "Error": ""}
-    if status == "created":
-        flags.update(OOMKilled=False, ExitCode=0, StartedAt=ZERO_TIME, FinishedAt=ZERO_TIME)
-    return flags
-
-
 NS = 1_000_000_000
 
 
@@ -1358,216 +1357,6 @@ def failpoint(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def merge_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
-    """The container's Config: the request's fields over the image's, as dockerd merges."""
-    cfg = {k: body.get(k) for k in (
-        "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
-        "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
-        "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled",
-        "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell")}
-    for key in ("Hostname", "Domainname", "User", "WorkingDir"):
-        cfg[key] = cfg[key] or ""
-    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin",
-                "StdinOnce"):
-        cfg[key] = bool(cfg[key])
-    env = list(image.get("Env") or [])
-    for e in cfg["Env"] or []:
-        key = e.partition("=")[0]
-        env = [x for x in env if x.partition("=")[0] != key]
-        env.append(e)
-    cfg["Env"] = env
-    if isinstance(cfg["Cmd"], str):
-        cfg["Cmd"] = [cfg["Cmd"]]
-    if isinstance(cfg["Entrypoint"], str):
-        cfg["Entrypoint"] = [cfg["Entrypoint"]]
-    if cfg["Entrypoint"] is None or cfg["Entrypoint"] == []:
-        explicit_empty = body.get("Entrypoint") == [] or body.get("Entrypoint") == ""
-        cfg["Entrypoint"] = None if explicit_empty else image.get("Entrypoint")
-        if not cfg["Cmd"]:
-            cfg["Cmd"] = image.get("Cmd")
-    if not cfg["WorkingDir"]:
-        cfg["WorkingDir"] = image.get("WorkingDir") or ""
-    if not cfg["User"]:
-        cfg["User"] = image.get("User") or ""
-    labels = dict(image.get("Labels") or {})
-    labels.update(cfg["Labels"] or {})
-    cfg["Labels"] = labels
-    ports = dict(image.get("ExposedPorts") or {})
-    ports.update(cfg["ExposedPorts"] or {})
-    cfg["ExposedPorts"] = ports or None
-    if not cfg["StopSignal"] and image.get("StopSignal"):
-        cfg["StopSignal"] = image["StopSignal"]
-    if not cfg["Healthcheck"] and image.get("Healthcheck"):
-        cfg["Healthcheck"] = image["Healthcheck"]
-    if not cfg["Volumes"] and image.get("Volumes"):
-        cfg["Volumes"] = image["Volumes"]
-    if not cfg["OnBuild"] and image.get("OnBuild"):
-        cfg["OnBuild"] = image["OnBuild"]
-    return {k: v for k, v in cfg.items()
-            if v is not None or k in ("Cmd", "Entrypoint", "Volumes", "OnBuild", "Image")}
-
-
-def _check_host_config(hc: dict[str, Any]) -> None:
-    for key in ("Memory", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
-                "CpuQuota", "ShmSize", "BlkioWeight"):
-        value = hc.get(key)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise InvalidArgument(f"invalid {key}: {value!r}")
-    mem = int(hc.get("Memory") or 0)
-    if mem and mem < 6 * 1024 * 1024:
-        raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    swap = int(hc.get("MemorySwap") or 0)
-    if mem and swap > 0 and swap < mem:
-        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, "
-                              "see usage")
-    if swap and not mem and swap != -1:
-        raise InvalidArgument("You should always set the Memory limit when using Memoryswap "
-                              "limit, see usage")
-    if hc.get("NanoCpus") and (hc.get("CpuPeriod") or hc.get("CpuQuota")):
-        raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be "
-                              "set")
-    if hc.get("NanoCpus") and int(hc["NanoCpus"]) > (os.cpu_count() or 1) * 1_000_000_000:
-        raise InvalidArgument(f"Range of CPUs is from 0.01 to {os.cpu_count()}.00, as there "
-                              f"are only {os.cpu_count()} CPUs available")
-    swappiness = hc.get("MemorySwappiness")
-    if swappiness is not None and swappiness != -1 and not 0 <= int(swappiness) <= 100:
-        raise InvalidArgument(f"Invalid value: {swappiness}, valid memory swappiness range "
-                              "is 0-100")
-    oom = int(hc.get("OomScoreAdj") or 0)
-    if not -1000 <= oom <= 1000:
-        raise InvalidArgument(f"Invalid value {oom}, range for oom score adj is "
-                              "[-1000, 1000]")
-    policy = (hc.get("RestartPolicy") or {}).get("Name") or "no"
-    if policy not in ("no", "always", "unless-stopped", "on-failure"):
-        raise InvalidArgument(f"invalid restart policy: unknown policy '{policy}'; use one of "
-                              "'no', 'always', 'on-failure', or 'unless-stopped'")
-    if (hc.get("HealthOnFailure") or "none") not in ("none", "kill", "restart", "stop"):
-        raise InvalidArgument(f"invalid health-on-failure action: {hc['HealthOnFailure']!r}; "
-                              "use one of 'none', 'kill', 'restart', 'stop'")
-    if hc.get("AutoRemove") and policy != "no":
-        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    for server in hc.get("Dns") or []:
-        if not _plain_ip(str(server)):
-            raise InvalidArgument(f"{server} is not an ip address")
-    for key in ("NetworkIngressRate", "NetworkEgressRate"):
-        value = hc.get(key)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise InvalidArgument(f"invalid {key}: {value!r}")
-
-
-
-def resolve_user(rootfs: str, user: str, group_add: list[str]) -> tuple[int, int, list[int]]:
-    """uid, gid and supplementary gids of ``user`` (name or number, [:group]) in the image."""
-    name, _, group = user.partition(":")
-    passwd = _table(os.path.join(rootfs, "etc/passwd"))
-    groups = _table(os.path.join(rootfs, "etc/group"))
-    uid, gid = 0, 0
-    home_name = "root"
-    if name:
-        if name.isdigit():
-            uid = int(name)
-            entry = next((e for e in passwd if e[2] == name), None)
-            gid = int(entry[3]) if entry else 0
-            home_name = entry[0] if entry else ""
-        else:
-            entry = next((e for e in passwd if e[0] == name), None)
-            if entry is None:
-                raise InvalidArgument(f"unable to find user {name}: no matching entries in "
-                                      "passwd file")
-            uid, gid, home_name = int(entry[2]), int(entry[3]), name
-    else:
-        entry = next((e for e in passwd if e[2] == "0"), None)
-        gid = int(entry[3]) if entry else 0
-    if group:
-        gid = _group_id(groups, group)
-    extra = [int(g[2]) for g in groups
-             if home_name and home_name in g[3].split(",") and g[2].isdigit()] if name else []
-    extra += [_group_id(groups, g) for g in group_add]
-    return uid, gid, extra
-
-
-def _group_id(groups: list[list[str]], group: str) -> int:
-    if group.isdigit():
-        return int(group)
-    entry = next((g for g in groups if g[0] == group), None)
-    if entry is None:
-        raise InvalidArgument(f"unable to find group {group}: no matching entries in group "
-                              "file")
-    return int(entry[2])
-
-
-def _table(path: str) -> list[list[str]]:
-    try:
-        with open(path, errors="replace") as f:
-            return [[*line.rstrip("\n").split(":"), "", "", ""] for line in f
-                    if line.strip() and not line.startswith("#")]
-    except OSError:
-        return []
-
-
-def host_device(d: dict[str, Any]) -> ocispec.Device:
-    """--device /dev/x[:/dev/y[:rwm]] -> the node's numbers (InvalidArgument if none)."""
-    import stat
-
-    src = str(d.get("PathOnHost") or "")
-    dest = str(d.get("PathInContainer") or src)
-    perms = str(d.get("CgroupPermissions") or "rwm")
-    try:
-        st = os.stat(src)
-    except OSError:
-        raise InvalidArgument(f"error gathering device information while adding custom "
-                              f"device \"{src}\": no such file or directory") from None
-    if stat.S_ISCHR(st.st_mode):
-        kind = "c"
-    elif stat.S_ISBLK(st.st_mode):
-        kind = "b"
-    else:
-        raise InvalidArgument(f"error gathering device information while adding custom "
-                              f"device \"{src}\": not a device node")
-    return ocispec.Device(dest, kind, os.major(st.st_rdev), os.minor(st.st_rdev), perms,
-                          st.st_mode & 0o777, st.st_uid, st.st_gid)
-
-
-def host_devices() -> list[ocispec.Device]:
-    """Every device node under /dev (for --privileged), as dockerd gives them."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk("/dev"):
-        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in (
-            "/dev/pts", "/dev/mqueue", "/dev/shm", "/dev/.lxc", "/dev/.udev")]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if path in ("/dev/console", "/dev/ptmx") or os.path.islink(path):
-                continue
-            try:
-                out.append(host_device({"PathOnHost": path}))
-            except InvalidArgument:
-                continue
-    return out
-
-
-def _block_devices(hc: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    import stat
-
-    out = {}
-    for key in ("BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
-                "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps"):
-        for d in hc.get(key) or []:
-            path = str(d.get("Path", ""))
-            try:
-                st = os.stat(path)
-            except OSError:
-                raise InvalidArgument(f"{path}: no such file or directory") from None
-            if not stat.S_ISBLK(st.st_mode):
-                raise InvalidArgument(f"{path} is not a block device")
-            out[path] = (os.major(st.st_rdev), os.minor(st.st_rdev))
-    return out
-
-
-def _cgroupns_default() -> str:
-    """Docker's default cgroup namespace mode: private on a pure v2 host, else host."""
-    return "private" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "host"
 
 
 # Mount points the runtime creates in a container's root (dockerd keeps them in an
@@ -1621,55 +1410,6 @@ def _overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
     walk("", False)
     return out
 
-def _resolv_conf(hc: dict[str, Any], host_net: bool, embedded: bool = False,
-                 daemon_dns: tuple[str, ...] = ()) -> str:
-    try:
-        with open("/etc/resolv.conf") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    servers = [d for d in daemon_dns if _plain_ip(d)]
-    if servers:  # palletd --dns: the containers' servers instead of the host's
-        lines = [ln for ln in lines if not ln.startswith("nameserver")]
-        lines += [f"nameserver {d}" for d in servers]
-    if embedded:
-        # palletd answers at 127.0.0.11 and forwards what is not a container's name
-        lines = [ln for ln in lines if ln.startswith(("search", "domain"))]
-        lines += ["nameserver 127.0.0.11", "options ndots:0"]
-        if hc.get("DnsSearch"):
-            lines = [ln for ln in lines if not ln.startswith(("search", "domain"))]
-            lines.insert(0, "search " + " ".join(hc["DnsSearch"]))
-        if hc.get("DnsOptions"):
-            lines.append("options " + " ".join(hc["DnsOptions"]))
-        return "\n".join(lines) + "\n"
-    if not host_net:
-        # A loopback resolver on the host is not reachable from the container's netns.
-        lines = [ln for ln in lines
-                 if not (ln.startswith("nameserver") and
-                         ln.split()[1:2] and ln.split()[1].startswith(("127.", "::1")))]
-    if hc.get("Dns"):
-        lines = [ln for ln in lines if not ln.startswith("nameserver")]
-        lines += [f"nameserver {d}" for d in hc["Dns"]]
-    if hc.get("DnsSearch"):
-        lines = [ln for ln in lines if not ln.startswith(("search", "domain"))]
-        lines.append("search " + " ".join(hc["DnsSearch"]))
-    if hc.get("DnsOptions"):
-        lines = [ln for ln in lines if not ln.startswith("options")]
-        lines.append("options " + " ".join(hc["DnsOptions"]))
-    return "\n".join(lines) + "\n"
-
-
-def _plain_ip(text: str) -> bool:
-    """An address resolv.conf can name (not ip:port, which only the embedded DNS takes)."""
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _write(path: str, text: str, mode: int = 0o644) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -1694,152 +1434,3 @@ def _is_mountpoint(path: str) -> bool:
         return False
 
 
-def _network_settings(doc: dict[str, Any]) -> dict[str, Any]:
-    """NetworkSettings as dockerd shapes it: the top-level address fields are the default
-    bridge network's (empty on any other)."""
-    ns = doc.get("NetworkSettings") or {}
-    networks = {name: public_endpoint(ep) for name, ep in (ns.get("Networks") or {}).items()}
-    if not ns:
-        mode = mode_of(doc["HostConfig"])
-        if not mode.startswith("container:"):
-            networks[mode] = public_endpoint(empty_endpoint())
-    bridge = networks.get("bridge") or {}
-    return {"Bridge": "", "SandboxID": ns.get("SandboxID", ""), "HairpinMode": False,
-            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "Ports": ns.get("Ports") or {}, "SandboxKey": ns.get("SandboxKey", ""),
-            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-            **{k: bridge.get(k, "" if k not in ("IPPrefixLen", "GlobalIPv6PrefixLen") else 0)
-               for k in ("EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen",
-                         "IPAddress", "IPPrefixLen", "IPv6Gateway", "MacAddress")},
-            "Networks": networks}
-
-
-def _ago(seconds: float) -> str:
-    """Docker's human durations (go-units HumanDuration)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
-def _status_text(st: dict[str, Any]) -> str:
-    now = time.time()
-    if st["Status"] == "created":
-        return "Created"
-    if st["Status"] == "removing":
-        return "Removal In Progress"
-    if st.get("Restarting"):
-        finished = logfile.parse_time(st.get("FinishedAt") or ZERO_TIME)
-        return f"Restarting ({st['ExitCode']}) {_ago(now - finished)} ago"
-    if st["Running"]:
-        text = f"Up {_ago(now - logfile.parse_time(st['StartedAt']))}"
-        if st["Paused"]:
-            return text + " (Paused)"
-        health = (st.get("Health") or {}).get("Status")
-        if health == "starting":
-            return text + " (health: starting)"
-        return text + (f" ({health})" if health else "")
-    finished = logfile.parse_time(st.get("FinishedAt") or ZERO_TIME)
-    return f"Exited ({st['ExitCode']}) {_ago(now - finished)} ago"
-
-
-def _label_filters(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
-    labels = doc["Config"].get("Labels") or {}
-
-    def has(spec: str) -> bool:
-        key, eq, value = spec.partition("=")
-        return key in labels and (not eq or labels[key] == value)
-
-    if any(not has(s) for s in filters.get("label", [])):
-        return False
-    return not any(has(s) for s in filters.get("label!", []))
-
-
-def _port_filter(doc: dict[str, Any], key: str, spec: str) -> bool:
-    """ps --filter publish=8080[-8090][/tcp] (host ports) or expose= (container ports)."""
-    rng, _, proto = spec.partition("/")
-    lo, _, hi = rng.partition("-")
-    try:
-        first, last = int(lo), int(hi or lo)
-    except ValueError:
-        raise InvalidArgument(f"invalid filter '{key}={spec}'") from None
-    ports = (doc.get("NetworkSettings") or {}).get("Ports") or {}
-    for k, binds in ports.items():
-        num, _, kproto = k.partition("/")
-        if proto and kproto != proto:
-            continue
-        if key == "expose" and first <= int(num) <= last:
-            return True
-        if key == "publish" and any(first <= int(b["HostPort"]) <= last for b in binds or []):
-            return True
-    return False
-
-
-def _matches(doc: dict[str, Any], filters: dict[str, list[str]],
-             svc: ContainerService) -> bool:
-    st = doc["State"]
-    for key, values in filters.items():
-        if not values:
-            continue
-        if key == "id":
-            ok = any(doc["Id"].startswith(v) for v in values)
-        elif key == "name":
-            ok = any(re.search(v, doc["Name"].lstrip("/")) for v in values)
-        elif key == "label":
-            ok = _label_filters(doc, {"label": values})
-        elif key == "status":
-            for v in values:
-                if v not in ("created", "restarting", "running", "removing", "paused",
-                             "exited", "dead"):
-                    raise InvalidArgument(f"invalid filter 'status={v}'")
-            ok = st["Status"] in values
-        elif key == "exited":
-            ok = not st["Running"] and st["Status"] == "exited" and \
-                str(st["ExitCode"]) in values
-        elif key == "ancestor":
-            ok = False
-            for v in values:
-                try:
-                    ok = ok or svc.images.resolve(v) == doc["Image"]
-                except NotFound:
-                    pass
-                ok = ok or doc.get("ImageName") == v
-        elif key in ("before", "since"):
-            other = svc.get(values[0])
-            ok = doc["Created"] < other["Created"] if key == "before" else \
-                doc["Created"] > other["Created"]
-        elif key == "network":
-            eps = (doc.get("NetworkSettings") or {}).get("Networks") or {}
-            ok = any(v in eps or any(ep.get("NetworkID", "").startswith(v) and v
-                                     for ep in eps.values()) for v in values)
-        elif key in ("publish", "expose"):
-            ok = any(_port_filter(doc, key, v) for v in values)
-        elif key == "volume":  # a volume's name, or a mount's destination
-            points = doc.get("MountPoints") or []
-            ok = any(v == p.get("Name") or v == p.get("Destination") for p in points
-                     for v in values)
-        else:
-            ok = True
-        if not ok:
-            return False
-    return True
