@@ -104,11 +104,12 @@ async def pull_image(request: web.Request) -> web.StreamResponse:
     """``POST /images/create?fromImage=…&tag=…&platform=…`` (images.create hands it here)."""
     q = request.rel_url.query
     ref = reference.parse_repository_and_tag(q["fromImage"], q.get("tag", ""))
-    if ref.tag is None and ref.digest is None:
-        ref = ref.with_tag(reference.DEFAULT_TAG)  # dockerd would pull every tag: not yet
     platform = platform_from_string(q["platform"]) if q.get("platform") else None
     creds, _ = registry_auth(request.headers.get("X-Registry-Auth"))
     svc = engine(request).images
+    if ref.tag is None and ref.digest is None:  # no tag: every tag (docker pull -a)
+        return await stream(request,
+                            lambda emit: pull.pull_all_tags(svc, ref, platform, creds, emit))
     return await stream(request, lambda emit: pull.pull(svc, ref, platform, creds, emit))
 
 

@@ -106,14 +106,15 @@ def pull(host: str | None, argv: list[str]) -> int:
                      Flag("--disable-content-trust")])
     if len(a.args) != 1:
         raise UsageError('"pallet pull" requires exactly 1 argument.')
-    if a.all_tags:
-        raise UsageError("pallet pull --all-tags is not supported yet")
     try:
         ref = reference.parse(a.args[0], default_tag=False)
     except PalletError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
-    if ref.tag is None and ref.digest is None:
+    if a.all_tags and (ref.tag is not None or ref.digest is not None):
+        sys.stderr.write("tag can't be used with --all-tags/-a\n")
+        return 1
+    if ref.tag is None and ref.digest is None and not a.all_tags:
         if not a.quiet:
             sys.stdout.write("Using default tag: latest\n")
         ref = ref.with_tag("latest")

@@ -546,11 +546,42 @@ def _older(version: str, than: str) -> bool:
 
 def _ref_matches(familiar: str, patterns: list[str]) -> bool:
     """Docker's reference filter: a glob on name:tag, or on the name alone."""
-    import fnmatch
-
     name = familiar.rpartition(":")[0] if ":" in familiar.rpartition("/")[2] else familiar
-    return any(fnmatch.fnmatchcase(familiar, p) or fnmatch.fnmatchcase(name, p)
-               for p in patterns)
+    return any(path_match(p, familiar) or path_match(p, name) for p in patterns)
+
+
+def path_match(pattern: str, text: str) -> bool:
+    r"""Go's path.Match, as dockerd's reference filter uses it: ``*`` and ``?`` never
+    match a ``/`` (``busybox*`` is not ``busybox/x``), ``[a-z]``/``[^a]`` classes, ``\``
+    escapes; a malformed pattern matches nothing."""
+    import re
+
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                return False
+            body = pattern[i + 1:end]
+            neg = body.startswith("^")
+            body = body[1:] if neg else body
+            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.fullmatch("".join(out), text) is not None
+    except re.error:
+        return False
 
 
 def _keep(row: ImageRow, tags: list[str], filters: dict[str, list[str]],

@@ -38,7 +38,7 @@ from pallet.image.manifest import (
     select_platform,
 )
 from pallet.image.reference import Reference
-from pallet.image.registry import Credentials, RegistryClient
+from pallet.image.registry import Credentials, RegistryClient, Unauthorized
 from pallet.storage.layers import chain_id
 
 # An image config is a few kB; refuse what could only be an attack on our memory.
@@ -64,6 +64,26 @@ async def pull(svc: ImageService, ref: Reference, platform: Platform | None,
     """Pull ``ref`` (by tag or digest) for ``platform`` (None: this host's); the image id."""
     async with registry_client(svc.cfg, ref.domain, creds) as client:
         return await _Pull(svc, client, ref, platform, Reporter(emit)).run()
+
+
+async def pull_all_tags(svc: ImageService, ref: Reference, platform: Platform | None,
+                        creds: Credentials | None, emit: Emit) -> list[str]:
+    """``pull -a``: every tag the registry lists for ``ref``'s repository, one after the
+    other (dockerd's order: as listed); their image ids."""
+    async with registry_client(svc.cfg, ref.domain, creds) as client:
+        try:
+            tags = await client.list_tags(ref.domain, ref.path)
+        except Unauthorized as exc:
+            name = ref.without_tag_or_digest().familiar()
+            raise NotFound(f"pull access denied for {name}, repository does not exist or "
+                           f"may require 'docker login': {exc}", op="pull",
+                           obj=str(ref)) from exc
+        if not tags:
+            raise NotFound(f"repository {ref.without_tag_or_digest().familiar()} has no tags",
+                           op="pull", obj=str(ref))
+        report = Reporter(emit)
+        return [await _Pull(svc, client, ref.with_tag(tag), platform, report).run()
+                for tag in tags]
 
 
 def first_error(exc: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -152,6 +172,13 @@ class _Pull:
             name = self.ref.without_tag_or_digest().familiar()
             raise NotFound(f"manifest for {name}{sep}{reference} not found{said}"
                            if found else exc.message, op="pull", obj=str(self.ref)) from exc
+        except Unauthorized as exc:
+            # As dockerd: a registry that refuses us may be hiding a repository that does
+            # not exist, and the docker CLI's run falls back on a 404 as on any other.
+            name = self.ref.without_tag_or_digest().familiar()
+            raise NotFound(f"pull access denied for {name}, repository does not exist or "
+                           f"may require 'docker login': {exc}", op="pull",
+                           obj=str(self.ref)) from exc
 
     async def _config(self, digest: Digest) -> bytes:
         store = self.svc.store

@@ -167,6 +167,23 @@ def test_push_then_pull_by_tag_and_by_digest(clients: Clients, registry: Registr
     assert info["RepoDigests"] == [f"{name}@{digest}"]
 
 
+def test_pull_all_tags(clients: Clients, registry: Registry) -> None:
+    name = f"{registry.host}/pallet/alltags"
+    image_id = clients.make_image(f"{name}:1")
+    clients.docker("tag", f"{name}:1", f"{name}:2")
+    clients.docker("push", "-a", name)
+    clients.docker("rmi", f"{name}:1", f"{name}:2")
+    out = clients.docker("pull", "-a", name).stdout
+    assert "Status: Downloaded newer image" in out or "Status: Image is up to date" in out
+    assert {clients.inspect(f"{name}:{t}")["Id"] for t in ("1", "2")} == {image_id}
+    clients.docker("rmi", f"{name}:1", f"{name}:2")
+    out = clients.pallet("pull", "-a", name)
+    assert out.returncode == 0, out.stderr
+    assert clients.inspect(f"{name}:2")["Id"] == image_id
+    out = clients.pallet("pull", "-a", f"{name}:1")
+    assert out.returncode == 1 and "tag can't be used with --all-tags" in out.stderr
+
+
 def test_push_to_another_repository_mounts_the_layer(clients: Clients,
                                                      registry: Registry) -> None:
     first, second = f"{registry.host}/pallet/one", f"{registry.host}/pallet/two"
@@ -375,6 +392,10 @@ def test_login_push_logout_with_basic_auth(clients: Clients,
     clients.docker("rmi", f"{name}:1")
     anonymous = clients.docker("pull", f"{name}:1", check=False)
     assert anonymous.returncode == 1 and "unauthorized" in anonymous.stderr
+    assert f"pull access denied for {name}, repository does not exist or may require " \
+        "'docker login'" in anonymous.stderr  # a 404, as dockerd answers
+    status, _, _ = clients.d.request("POST", f"/images/create?fromImage={name}&tag=1")
+    assert status == 404
 
 
 def test_docker_py_login_push_pull(clients: Clients, registry_htpasswd: Registry,

@@ -48,3 +48,15 @@ def test_collection_waits_for_leases(tmp_path: str) -> None:
     assert svc.collect() == layer.size  # released and still unnamed: collected
     assert not svc.layers.exists(layer.chain_id)
     assert not svc.store.exists(blob)  # and so is the blob nothing references
+
+
+def test_reference_filter_globs_as_go_path_match() -> None:
+    from pallet.engine.images import _ref_matches, path_match
+
+    assert path_match("busybox*", "busybox:1") and not path_match("busybox*", "busybox/x:1")
+    assert path_match("*/*", "a/b") and not path_match("*", "a/b")
+    assert path_match("b?sy", "busy") and path_match("[a-c]at", "bat")
+    assert not path_match("[^a-c]at", "bat") and not path_match("[a-", "a")
+    assert path_match(r"a\*", "a*") and not path_match(r"a\*", "ab")
+    assert _ref_matches("library/busybox:1", ["library/busybox"])  # the name alone
+    assert not _ref_matches("127.0.0.1:5000/a/b:1", ["127.0.0.1:5000/*:1"])
