@@ -278,3 +278,27 @@ ff02::1\tip6-allnodes
 ff02::2\tip6-allrouters
 """
 
+
+
+def link_env(alias: str, parent: str, child: dict[str, Any], ip: str) -> list[str]:
+    """The variables docker's legacy --link gives a container about the one it links to:
+    ALIAS_NAME, ALIAS_PORT and ALIAS_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO] for each
+    exposed port (the lowest first), ALIAS_ENV_<key> for its environment (without HOME
+    and PATH, as dockerd)."""
+    prefix = alias.upper().replace("-", "_")
+    out = [f"{prefix}_NAME=/{parent}/{alias}"]
+    cfg = child.get("Config") or {}
+    ports = sorted((int(k.partition("/")[0]), k.partition("/")[2] or "tcp")
+                   for k in cfg.get("ExposedPorts") or {})
+    for i, (port, proto) in enumerate(ports):
+        url = f"{proto}://{ip}:{port}"
+        if i == 0:
+            out.append(f"{prefix}_PORT={url}")
+        key = f"{prefix}_PORT_{port}_{proto.upper()}"
+        out += [f"{key}={url}", f"{key}_ADDR={ip}", f"{key}_PORT={port}",
+                f"{key}_PROTO={proto}"]
+    for entry in cfg.get("Env") or []:
+        k, sep, v = str(entry).partition("=")
+        if sep and k not in ("HOME", "PATH"):
+            out.append(f"{prefix}_ENV_{k}={v}")
+    return out

@@ -35,6 +35,7 @@ from pallet.engine.containerconf import (
     check_host_config,
     host_device,
     host_devices,
+    link_env,
     merge_config,
     resolv_conf,
     resolve_user,
@@ -359,8 +360,8 @@ class ContainerService:
             self.monitor.ensure()
             rootfs = self._mount(doc)
             try:
-                netns = self._network_up(doc)
-                pid, started = self._spawn(doc, rootfs, netns)
+                netns, link_vars = self._network_up(doc)
+                pid, started = self._spawn(doc, rootfs, netns, link_vars)
             except PalletError as exc:
                 self.sandboxes.down(doc)
                 self._unmount(doc)
@@ -398,20 +399,24 @@ class ContainerService:
             except PalletError:
                 pass
 
-    def _network_up(self, doc: dict[str, Any]) -> str | None:
-        """The sandbox, and the files that depend on its addresses."""
+    def _network_up(self, doc: dict[str, Any]) -> tuple[str | None, list[str]]:
+        """The sandbox, the files that depend on its addresses, and the environment
+        legacy links give (the netns path, the variables)."""
         if "NetworkSettings" not in doc:  # a record from before networks
             doc["NetworkSettings"] = self.sandboxes.settings_at_create(
                 doc["Config"], doc["HostConfig"], None)
         links = self._legacy_links(doc)
         path = self.sandboxes.up(doc)
-        self._write_net_files(doc, links)
-        return path
+        self._write_net_files(doc, [(ip, alias, name) for ip, alias, name, _ in links])
+        parent = doc["Name"].lstrip("/")
+        env = [v for ip, alias, _, other in links for v in link_env(alias, parent, other, ip)]
+        return path, env
 
-    def _legacy_links(self, doc: dict[str, Any]) -> list[tuple[str, str, str]]:
-        """--link on the default bridge: (address, alias, name) for /etc/hosts."""
+    def _legacy_links(self, doc: dict[str, Any]) -> list[tuple[str, str, str,
+                                                                dict[str, Any]]]:
+        """--link on the default bridge: (address, alias, name, the linked container)."""
         hc = doc["HostConfig"]
-        out: list[tuple[str, str, str]] = []
+        out: list[tuple[str, str, str, dict[str, Any]]] = []
         if mode_of(hc) != "bridge":
             return out  # on user-defined networks links are names the DNS answers
         for link in hc.get("Links") or []:
@@ -423,7 +428,7 @@ class ContainerService:
             if not other["State"]["Running"] or not ep.get("IPAddress"):
                 raise Conflict(f"Cannot link to a non running container: /{name} AS "
                                f"{doc['Name']}/{alias}")
-            out.append((str(ep["IPAddress"]), alias, name))
+            out.append((str(ep["IPAddress"]), alias, name, other))
         return out
 
     def _write_net_files(self, doc: dict[str, Any], links: list[tuple[str, str, str]]) -> None:
@@ -450,10 +455,12 @@ class ContainerService:
         embedded = self.sandboxes._wants_dns(doc)
         _write(doc["ResolvConfPath"], resolv_conf(hc, False, embedded, self.cfg.dns))
 
-    def _spawn(self, doc: dict[str, Any], rootfs: str,
-               netns: str | None = None) -> tuple[int, float]:
+    def _spawn(self, doc: dict[str, Any], rootfs: str, netns: str | None = None,
+               link_vars: list[str] | None = None) -> tuple[int, float]:
         cid = doc["Id"]
         cfg, hc = doc["Config"], doc["HostConfig"]
+        if link_vars:  # before the container's own, which win (as dockerd orders them)
+            cfg = {**cfg, "Env": [*link_vars, *(cfg.get("Env") or [])]}
         if hc.get("Init") and not os.path.exists(self.cfg.init_path):
             raise NotSupported(f"--init: {self.cfg.init_path} is not installed "
                                "(apt-get install tini)")

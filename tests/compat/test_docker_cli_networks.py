@@ -311,12 +311,18 @@ def test_ipv6_network(pd: Palletd, made: dict) -> None:
 
 
 def test_links_mac_and_extra_hosts_on_the_default_bridge(pd: Palletd, made: dict) -> None:
-    doc = serve(pd, made, "linked1")
+    doc = serve(pd, made, "linked1", "-e", "GREETING=hi there")
     ip = doc["NetworkSettings"]["IPAddress"]  # type: ignore[index]
-    out = run(pd, "run", "--rm", "--link", "linked1:db", "--mac-address", "02:42:0a:00:00:99",
-              "--add-host", "extra.example:10.9.9.9", IMAGE, "sh", "-c",
+    out = run(pd, "run", "--rm", "--name", "linker", "--link", "linked1:db",
+              "--mac-address", "02:42:0a:00:00:99", "--add-host", "extra.example:10.9.9.9",
+              IMAGE, "sh", "-c", "env | grep ^DB_ | sort; "
               "cat /etc/hosts; cat /sys/class/net/eth0/address; "
               "timeout 5 wget -q -O- http://db/")
+    for var in ("DB_NAME=/linker/db", f"DB_PORT=tcp://{ip}:80",
+                f"DB_PORT_80_TCP=tcp://{ip}:80", f"DB_PORT_80_TCP_ADDR={ip}",
+                "DB_PORT_80_TCP_PORT=80", "DB_PORT_80_TCP_PROTO=tcp",
+                "DB_ENV_GREETING=hi there"):
+        assert var in out.stdout.splitlines(), (var, out.stdout)
     assert f"{ip}\tdb linked1" in out.stdout
     assert "10.9.9.9\textra.example" in out.stdout
     assert "02:42:0a:00:00:99" in out.stdout
