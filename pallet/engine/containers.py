@@ -452,7 +452,7 @@ class ContainerService:
                     names = hostname if short == hostname else f"{hostname} {short}"
                     hosts += f"{ep[key]}\t{names}\n"
         _write(doc["HostsPath"], hosts)
-        embedded = self.sandboxes._wants_dns(doc)
+        embedded = self.sandboxes.wants_dns(doc)
         _write(doc["ResolvConfPath"], resolv_conf(hc, False, embedded, self.cfg.dns))
 
     def _spawn(self, doc: dict[str, Any], rootfs: str, netns: str | None = None,
@@ -515,7 +515,7 @@ class ContainerService:
             if doc["State"]["Running"]:
                 self._write_net_files(doc, [])
             self._save(doc)
-        self.sandboxes.nets._event(net, "connect", container=doc["Id"])
+        self.sandboxes.nets.event(net, "connect", container=doc["Id"])
 
     def disconnect(self, net_ref: str, ref: str, force: bool = False) -> None:
         net = self.sandboxes.nets.get(net_ref)
@@ -528,7 +528,7 @@ class ContainerService:
         with self._lock:
             self.sandboxes.disconnect(doc, net)
             self._save(doc)
-        self.sandboxes.nets._event(net, "disconnect", container=doc["Id"])
+        self.sandboxes.nets.event(net, "disconnect", container=doc["Id"])
 
     # --- signals, stop, pause ---------------------------------------------------------------
 

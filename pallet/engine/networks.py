@@ -120,7 +120,7 @@ class NetworkService:
         with self.lock:
             return [d for d in self.nets.values() if d["Driver"] == "bridge"]
 
-    def _event(self, doc: dict[str, Any], action: str, **extra: str) -> None:
+    def event(self, doc: dict[str, Any], action: str, **extra: str) -> None:
         self.events.publish(make_event("network", action, doc["Id"],
                                        {"name": doc["Name"], "type": doc["Driver"], **extra}))
 
@@ -236,7 +236,7 @@ class NetworkService:
                            internal=bool(body.get("Internal")),
                            attachable=bool(body.get("Attachable")))
             self._add(doc)
-        self._event(doc, "create")
+        self.event(doc, "create")
         return doc
 
     def forget(self, doc: dict[str, Any]) -> None:
@@ -244,7 +244,7 @@ class NetworkService:
         with self.lock:
             self._drop(doc["Id"])
             self.nets.pop(doc["Id"], None)
-        self._event(doc, "destroy")
+        self.event(doc, "destroy")
 
     def check_removable(self, doc: dict[str, Any]) -> None:
         if doc["Name"] in PREDEFINED and doc["Id"] in self.nets:

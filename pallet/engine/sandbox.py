@@ -126,11 +126,11 @@ class Sandboxes:
         mode = mode_of(hc)
         if mode.startswith("container:") or mode == "host":
             if mode == "host":
-                self._fill_builtin(ns, "host")
+                self._fill_builtin(doc, "host")
             return None
         net = self.nets.get(mode)  # NotFound at start, as dockerd
         if net["Driver"] == "null":
-            self._fill_builtin(ns, net["Name"])
+            self._fill_builtin(doc, net["Name"])
             return None
         if net["Driver"] == "host":
             raise InvalidArgument("host network: use --network host")
@@ -152,17 +152,18 @@ class Sandboxes:
                 default_set = default_set or route
             self._publish(doc)
             self._firewall()
-            if self._wants_dns(doc):
+            if self.wants_dns(doc):
                 self._dns_on(doc, path)
         except BaseException:
             self.down(doc)
             raise
         return path
 
-    def _fill_builtin(self, ns: dict[str, Any], name: str) -> None:
+    def _fill_builtin(self, doc: dict[str, Any], name: str) -> None:
         net = self.nets.get(name)
-        ep = ns["Networks"].setdefault(name, empty_endpoint())
+        ep = doc["NetworkSettings"]["Networks"].setdefault(name, empty_endpoint())
         ep.update(NetworkID=net["Id"], EndpointID=secrets.token_hex(32))
+        self.nets.event(net, "connect", container=doc["Id"])
 
     def down(self, doc: dict[str, Any]) -> None:
         """Take the sandbox down; never raises (it runs on every exit path)."""
@@ -171,9 +172,12 @@ class Sandboxes:
         self._dns_off(doc["Id"])
         # With the netns going too, the kernel deletes its veths (see links.release).
         gone = _links().release if ns.get("SandboxKey") else _links().detach
-        for ep in (ns.get("Networks") or {}).values():
+        for name, ep in (ns.get("Networks") or {}).items():
             if ep.get("_if"):
                 self._quietly(gone, ep["_if"])
+            net = self.nets.find(name)
+            if ep.get("EndpointID") and net is not None:
+                self.nets.event(net, "disconnect", container=doc["Id"])
             _clear(ep)
         if ns.get("SandboxKey"):
             from pallet.linux import netns
@@ -239,6 +243,7 @@ class Sandboxes:
             raise
         names = [doc["Name"].lstrip("/"), doc["Id"][:12], *(ep.get("Aliases") or [])]
         ep["DNSNames"] = names if net["Name"] not in PREDEFINED else None
+        self.nets.event(net, "connect", container=doc["Id"])
 
     def _used(self, network: str, version: int) -> set[Any]:
         out: set[Any] = set()
@@ -313,7 +318,7 @@ class Sandboxes:
 
     # --- DNS --------------------------------------------------------------------------------
 
-    def _wants_dns(self, doc: dict[str, Any]) -> bool:
+    def wants_dns(self, doc: dict[str, Any]) -> bool:
         return any(name not in PREDEFINED
                    for name in (doc.get("NetworkSettings") or {}).get("Networks") or {})
 
@@ -419,7 +424,7 @@ class Sandboxes:
         try:
             # the default route stays where it is, as dockerd's connect leaves it
             self._attach(doc, net, ep, dev, ns["SandboxKey"], False)
-            if self._wants_dns(doc) and (self._dns is None or
+            if self.wants_dns(doc) and (self._dns is None or
                                          doc["Id"] not in set(self._dns.keys())):
                 self._dns_on(doc, ns["SandboxKey"])
         except BaseException:
@@ -470,7 +475,7 @@ class Sandboxes:
         running = {d["Id"] for d in docs if d["State"]["Running"]}
         for d in docs:
             ns = d.get("NetworkSettings") or {}
-            if d["Id"] in running and ns.get("SandboxKey") and self._wants_dns(d):
+            if d["Id"] in running and ns.get("SandboxKey") and self.wants_dns(d):
                 try:
                     self._dns_on(d, ns["SandboxKey"])
                 except (OSError, PalletError) as exc:

@@ -345,3 +345,17 @@ def test_masquerade_and_isolation_rules(pd: Palletd, made: dict) -> None:
     assert not any("10.251.12.0/24" in ln and "masquerade" in ln for ln in rules.splitlines())
     bridge = f"pbr-{internal[:11]}"
     assert any(bridge in ln and "drop" in ln for ln in rules.splitlines()), rules
+
+
+def test_network_events_for_a_run(pd: Palletd, made: dict) -> None:
+    since = str(int(time.time()) - 1)
+    made["containers"].append("evrun")
+    out = run(pd, "run", "--name", "evrun", IMAGE, "true")
+    assert out.returncode == 0, out.stderr
+    cid = pd.docker("inspect", "-f", "{{.Id}}", "evrun").stdout.strip()
+    ev = pd.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                   "--filter", "type=network", "--format",
+                   "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.container}}"
+                   ).stdout.splitlines()
+    mine = [e for e in ev if e.endswith(cid)]
+    assert mine == [f"connect bridge {cid}", f"disconnect bridge {cid}"], ev
