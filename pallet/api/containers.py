@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -194,65 +194,92 @@ async def logs(request: web.Request) -> web.StreamResponse:
     def keep(e: logfile.Entry) -> bool:
         return e.stream in want and e.ts >= since and (until is None or e.ts <= until)
 
-    def backlog() -> tuple[list[logfile.Entry], int, int]:
+    def backlog() -> tuple[list[logfile.Entry], BinaryIO | None, bytes]:
+        """What is logged so far; the live file is read through one descriptor that
+        the follow goes on reading, so no line is read twice or lost, even when the
+        container is removed (its log with it) before the client has read it all."""
+        live: BinaryIO | None = None
         try:
-            st = os.stat(path)
-            ino, pos = st.st_ino, st.st_size
+            live = open(path, "rb")  # noqa: SIM115 - the follow goes on reading it
         except FileNotFoundError:
-            ino, pos = 0, 0
-        entries = [e for e in logfile.entries(path) if keep(e)]
+            pass
+        entries: list[logfile.Entry] = []
+        for fname in logfile.files(path):
+            if fname == path:
+                continue
+            try:
+                entries += [e for raw in logfile.read_lines(fname) if raw.endswith(b"\n")
+                            if (e := logfile.parse(raw)) is not None and keep(e)]
+            except FileNotFoundError:
+                continue  # rotated away while we read
+        partial = b""
+        if live is not None:
+            lines = live.read().split(b"\n")
+            partial = lines.pop()
+            entries += [e for raw in lines
+                        if (e := logfile.parse(raw)) is not None and keep(e)]
         if tail >= 0:
             entries = entries[-tail:] if tail else []
-        return entries, ino, pos
+        return entries, live, partial
 
-    entries, ino, pos = await asyncio.to_thread(backlog)
+    entries, live, partial = await asyncio.to_thread(backlog)
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": _stream_content_type(request, tty)})
     await resp.prepare(request)
     details = params.boolean(q.get("details"))
     await resp.write(b"".join(_render(e, tty, stamps, details) for e in entries))
-    if follow and (until is None or until > asyncio.get_running_loop().time()):
-        await _follow(request, resp, svc, doc["Id"], path, ino, pos, keep, tty, stamps,
-                      details)
+    try:
+        if follow and (until is None or until > asyncio.get_running_loop().time()):
+            await _follow(request, resp, svc, doc["Id"], path, live, partial, keep, tty,
+                          stamps, details)
+    finally:
+        if live is not None:
+            live.close()
     await resp.write_eof()
     return resp
 
 
 async def _follow(request: web.Request, resp: web.StreamResponse, svc: ContainerService,
-                  cid: str, path: str, ino: int, pos: int, keep: Any, tty: bool,
-                  stamps: bool, details: bool) -> None:
-    """New lines of the live log file until the container stops (or the client leaves)."""
-    partial = b""
-    while True:
-        running = cid in svc.docs and svc.docs[cid]["State"]["Running"]
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and (st.st_ino != ino or st.st_size < pos):
-            ino, pos, partial = st.st_ino, 0, b""  # rotated: the new file from its start
-        chunk = b""
-        if st is not None and st.st_size > pos:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read(st.st_size - pos)
-            pos += len(chunk)
-        if chunk:
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            out = []
-            for raw in lines:
-                e = logfile.parse(raw)
-                if e is not None and keep(e):
-                    out.append(_render(e, tty, stamps, details))
-            if out:
-                await resp.write(b"".join(out))
-            continue
-        if not running:
-            return
-        if request.transport is None or request.transport.is_closing():
-            return
-        await asyncio.sleep(FOLLOW_POLL)
+                  cid: str, path: str, live: BinaryIO | None, partial: bytes, keep: Any,
+                  tty: bool, stamps: bool, details: bool) -> None:
+    """New lines of the live log file until the container stops (or the client leaves).
+
+    The file is read through the descriptor the backlog opened; when the name points to
+    another file (rotated) the old one, read to its end, is left for the new one, and
+    when the name is gone (the container removed) what was left is all there is."""
+    try:
+        while True:
+            running = cid in svc.docs and svc.docs[cid]["State"]["Running"]
+            chunk = live.read() if live is not None else b""
+            if not chunk:
+                try:
+                    now = os.stat(path).st_ino
+                except FileNotFoundError:
+                    now = None
+                if now is not None and (live is None or now != os.fstat(live.fileno()).st_ino):
+                    if live is not None:
+                        live.close()
+                    live, partial = open(path, "rb"), b""  # noqa: SIM115 - rotated: the new file
+                    continue
+            if chunk:
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                out = []
+                for raw in lines:
+                    e = logfile.parse(raw)
+                    if e is not None and keep(e):
+                        out.append(_render(e, tty, stamps, details))
+                if out:
+                    await resp.write(b"".join(out))
+                continue
+            if not running:
+                return
+            if request.transport is None or request.transport.is_closing():
+                return
+            await asyncio.sleep(FOLLOW_POLL)
+    finally:
+        if live is not None:
+            live.close()
 
 
 # --- attach --------------------------------------------------------------------------------

@@ -734,3 +734,16 @@ def test_mounts_and_what_is_not_there_yet(pd: Palletd, tmp_path: os.PathLike[str
         out = run(pd, "run", "--rm", *args, IMAGE, "true")
         assert out.returncode == 125 and words in out.stderr, (args, out.stderr)
     assert pd.docker("ps", "-aq").stdout == before  # nothing half-created
+
+
+def test_docker_py_run_returns_the_whole_output_every_time(pd: Palletd) -> None:
+    """docker-py's run follows the logs, waits, removes the container and only then
+    reads the stream: no line may be lost with the removed log, nor read twice."""
+    client = docker.DockerClient(base_url=pd.host)
+    try:
+        for i in range(20):
+            out = client.containers.run(IMAGE, ["echo", f"run {i}"], remove=True,
+                                        network_mode="none")
+            assert out == f"run {i}\n".encode()
+    finally:
+        client.close()
