@@ -140,7 +140,7 @@ class NetworkService:
                 else:
                     own = {ipaddress.ip_network(c["Subnet"]) for d in self.nets.values()
                            for c in d["IPAM"]["Config"] or []}
-                    routes = [r for r in host_routes if not _is_route_of(r, own)]
+                    routes = [r for r in host_routes if r not in own]  # own bridges' routes
                     subnet = ipam.choose_subnet(own, routes)
                     gateway = str(ipam.check_pool(subnet, None, None)[0])
                 self._add(_new_doc("bridge", "bridge", [{"Subnet": str(subnet),
@@ -223,7 +223,7 @@ class NetworkService:
                     entry["IPRange"] = str(ipam.parse_subnet(str(c["IPRange"])))
                 configs.append(entry)
             if not any(ipaddress.ip_network(c["Subnet"]).version == 4 for c in configs):
-                routes = [r for r in host_routes if not _is_route_of(r, set(own))]
+                routes = [r for r in host_routes if r not in own]  # own bridges' routes
                 subnet = ipam.choose_subnet(own, routes)
                 configs.insert(0, {"Subnet": str(subnet),
                                    "Gateway": str(ipam.check_pool(subnet, None, None)[0])})
@@ -363,11 +363,6 @@ def _until(text: str) -> float:
         return logfile.parse_time(text)
     except (ValueError, PalletError):
         raise InvalidArgument(f"invalid until filter: {text}") from None
-
-
-def _is_route_of(route: Any, own: set[Any]) -> bool:
-    """A host route that is one of our own networks' bridge routes (not a collision)."""
-    return route in own
 
 
 def _new_doc(name: str, driver: str, configs: list[dict[str, Any]], *,

@@ -344,13 +344,15 @@ class Sandboxes:
         if self._dns is not None and self.loop is not None:
             asyncio.run_coroutine_threadsafe(self._dns.remove(cid), self.loop)
 
-    def _peers(self, cid: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-        """(network, container doc, its endpoint) for everyone on this container's
-        user-defined networks, itself included."""
+    def _peers(self, cid: str) -> tuple[dict[str, Any] | None,
+                                        list[tuple[str, dict[str, Any], dict[str, Any]]]]:
+        """The container's own doc, and (network, container doc, its endpoint) for
+        everyone on its user-defined networks, itself included: one pass over the
+        containers per query."""
         docs = {c["Id"]: c for c in self.nets.container_docs()}
         me = docs.get(cid)
         if me is None:
-            return []
+            return None, []
         mine = [n for n in (me.get("NetworkSettings") or {}).get("Networks") or {}
                 if n not in PREDEFINED]
         out = []
@@ -360,22 +362,20 @@ class Sandboxes:
                 ep = eps.get(n)
                 if ep is not None and ep.get("EndpointID") and c["State"].get("Running", True):
                     out.append((n, c, ep))
-        return out
+        return me, out
 
     def _lookup(self, cid: str) -> Callable[[str], list[str]]:
         def lookup(name: str) -> list[str]:
             name = name.lower().rstrip(".")
-            me = self.nets.container_docs
+            me, peers = self._peers(cid)
             links: dict[str, str] = {}
-            for d in me():
-                if d["Id"] == cid:
-                    for ep in ((d.get("NetworkSettings") or {}).get("Networks") or {}).values():
-                        for link in ep.get("Links") or []:
-                            target, _, alias = str(link).partition(":")
-                            links[(alias or target).lower()] = target.lstrip("/").lower()
+            for ep in (((me or {}).get("NetworkSettings") or {}).get("Networks") or {}).values():
+                for link in ep.get("Links") or []:
+                    target, _, alias = str(link).partition(":")
+                    links[(alias or target).lower()] = target.lstrip("/").lower()
             name = links.get(name, name)
             out: list[str] = []
-            for net, c, ep in self._peers(cid):
+            for net, c, ep in peers:
                 names = {c["Name"].lstrip("/").lower(), c["Id"][:12]}
                 names.update(a.lower() for a in ep.get("Aliases") or [])
                 if name in names or name in {f"{n}.{net.lower()}" for n in names}:
@@ -387,7 +387,7 @@ class Sandboxes:
 
     def _reverse(self, cid: str) -> Callable[[str], str | None]:
         def reverse(ip: str) -> str | None:
-            for net, c, ep in self._peers(cid):
+            for net, c, ep in self._peers(cid)[1]:
                 if ip in (ep.get("IPAddress"), ep.get("GlobalIPv6Address")):
                     return f"{c['Name'].lstrip('/')}.{net}"
             return None
