@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 import pallet
-from pallet.api import containers, distribution, execs, images, system, transfer
+from pallet.api import build, containers, distribution, execs, images, system, transfer
 from pallet.api import networks as network_routes
 from pallet.api import volumes as volume_routes
 from pallet.api.errors import errors_middleware
@@ -41,5 +41,6 @@ def make_app(engine: Engine) -> web.Application:
     network_routes.add_routes(add)
     volume_routes.add_routes(add)
     distribution.add_routes(add)
+    build.add_routes(add)
     app.on_response_prepare.append(_docker_headers)
     return app

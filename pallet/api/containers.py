@@ -13,6 +13,7 @@ from pallet.api import hijack, params, streams
 from pallet.api.system import engine
 from pallet.api.versions import parse as parse_version
 from pallet.engine.containers import ContainerService
+from pallet.engine.monitorclient import frames
 from pallet.errors import InvalidArgument, InvalidState, NotFound
 from pallet.monitor import logfile, wire
 
@@ -339,14 +340,7 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     detached = asyncio.Event()
 
     async def output() -> None:
-        header = wire.HEADER
-        while True:
-            try:
-                head = await reader.readexactly(header.size)
-                _stream, size = header.unpack(head)
-                data = await reader.readexactly(size)
-            except asyncio.IncompleteReadError:
-                return
+        async for _, head, data in frames(reader):
             await hj.write(data if tty else head + data)
 
     async def stdin() -> None:

@@ -81,7 +81,11 @@ async def stream(request: web.Request, job: Job) -> web.StreamResponse:
                 log.error("%s %s failed", request.method, request.path, exc_info=exc)
             message = str(exc) if isinstance(exc, PalletError) else \
                 f"{type(exc).__name__}: {exc}"
-            await resp.write(_line({"errorDetail": {"message": message}, "error": message}))
+            detail: dict[str, Any] = {"message": message}
+            code = getattr(exc, "code", None)  # a build step's exit code
+            if isinstance(code, int) and code:
+                detail["code"] = code
+            await resp.write(_line({"errorDetail": detail, "error": message}))
         if resp is None:  # a job that said nothing (pull and push always say something)
             return web.json_response({})
         await resp.write_eof()

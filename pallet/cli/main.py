@@ -46,6 +46,7 @@ COMMANDS = {
     "pull": ("distribution", "pull"), "image pull": ("distribution", "pull"),
     "push": ("distribution", "push"), "image push": ("distribution", "push"),
     "login": ("distribution", "login"), "logout": ("distribution", "logout"),
+    "build": ("build", "build"), "image build": ("build", "build"),
 }
 for _verb, _func in (("run", "run"), ("create", "create"), ("start", "start"),
                      ("stop", "stop"), ("restart", "restart"), ("kill", "kill"),
@@ -84,6 +85,7 @@ Common Commands:
   inspect     Return low-level information on pallet objects
 
 Commands:
+  build       Build an image from a Dockerfile
   create      Create a new container
   events      Get real time events from the server
   history     Show the history of an image

@@ -1280,7 +1280,7 @@ class ContainerService:
                changes: list[str] | None = None, pause: bool = True,
                config: dict[str, Any] | None = None) -> str:
         """A new image: the container's image plus its changes as one more layer."""
-        from pallet.engine.images import parse_changes
+        from pallet.build.changes import parse_changes
         from pallet.storage.diff import diff_upper
 
         doc = self.get(ref)

@@ -6,6 +6,7 @@ import os
 import uuid
 
 from pallet.engine import mounts, system
+from pallet.engine.builds import BuildService
 from pallet.engine.config import DaemonConfig
 from pallet.engine.containers import ContainerService
 from pallet.engine.events import EventBus
@@ -28,6 +29,7 @@ class Engine:
         self.volumes = VolumeService(cfg, self.events)
         self.containers = ContainerService(cfg, self.events, self.images, self.sandboxes,
                                            self.volumes)
+        self.builds = BuildService(self.images, self.containers)
         # The running containers hold their volumes again (those that died meanwhile let
         # go when the monitor's view is folded in).
         self.volumes.restore({d["Id"]: mounts.volume_names(d.get("MountPoints") or [])

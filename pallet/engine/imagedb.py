@@ -37,6 +37,14 @@ CREATE TABLE IF NOT EXISTS tags (
     name TEXT PRIMARY KEY,         -- docker.io/library/busybox:latest
     image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
 );
+-- What a build made: each step's image names the image it was built on (the image
+-- inspect shows as Parent) and the step's cache key, which the next build looks up.
+CREATE TABLE IF NOT EXISTS image_parents (
+    image_id TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    parent TEXT NOT NULL,
+    cache_key TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS image_parents_parent ON image_parents(parent, cache_key);
 CREATE TABLE IF NOT EXISTS repo_digests (
     name TEXT PRIMARY KEY,         -- docker.io/library/busybox@sha256:...
     image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
@@ -157,6 +165,29 @@ class ImageDB:
             c.execute("DELETE FROM images WHERE id = ?", (image_id,))
             return [ch for ch in chains if not c.execute(
                 "SELECT 1 FROM image_layers WHERE chain_id = ? LIMIT 1", (ch,)).fetchone()]
+
+    def set_parent(self, image_id: str, parent: str, cache_key: str = "") -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO image_parents VALUES (?, ?, ?)",
+                      (image_id, parent, cache_key))
+
+    def parent_of(self, image_id: str) -> str:
+        rows = self._q("SELECT parent FROM image_parents WHERE image_id = ?", image_id)
+        return str(rows[0][0]) if rows else ""
+
+    def children_of(self, image_id: str) -> list[str]:
+        return [str(r[0]) for r in self._q(
+            "SELECT image_id FROM image_parents WHERE parent = ? ORDER BY image_id", image_id)]
+
+    def parents(self) -> set[str]:
+        """Every image some other image was built on."""
+        return {str(r[0]) for r in self._q("SELECT DISTINCT parent FROM image_parents")}
+
+    def cached(self, parent: str, cache_key: str) -> str | None:
+        """The image a build step with ``cache_key`` made on ``parent`` before."""
+        rows = self._q("SELECT image_id FROM image_parents WHERE parent = ? AND cache_key = ? "
+                       "LIMIT 1", parent, cache_key)
+        return str(rows[0][0]) if rows else None
 
     def chains_in_use(self) -> set[str]:
         return {str(r[0]) for r in self._q("SELECT DISTINCT chain_id FROM image_layers")}

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+from pallet.build.changes import parse_changes
+from pallet.build.patterns import go_match as path_match
 from pallet.engine.config import DaemonConfig
 from pallet.engine.events import EventBus, make_event
 from pallet.engine.imagedb import ImageDB, ImageRow, LayerRow
@@ -30,11 +32,6 @@ from pallet.storage.layers import Layer, LayerStore
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-# `--change` instructions docker import accepts.
-CHANGE_KEYS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL",
-               "USER", "VOLUME", "WORKDIR")
-
 
 class ImageService:
     def __init__(self, cfg: DaemonConfig, events: EventBus) -> None:
@@ -166,13 +163,7 @@ class ImageService:
             if row is None:
                 raise NotFound(f"No such image: {parent}", obj=parent)
             rows = self.db.layers(parent)
-            with tempfile.TemporaryFile(dir=self.tmp) as spool:
-                for chunk in layer:
-                    spool.write(chunk)
-                spool.seek(0)
-                blob = self._keep_blob(spool)
-                spool.seek(0)
-                new = self.layers.create(row.top_chain, lambda d: _apply(spool, d))
+            new, blob = self._store_layer(row.top_chain, layer)
             created = now_rfc3339()
             history = list(base.get("history") or [])
             entry: dict[str, Any] = {"created": created, "created_by": created_by}
@@ -199,6 +190,50 @@ class ImageService:
             self.tag(image_id, ref.name, ref.tag_or_latest())
         return image_id
 
+    def add_step(self, parent: str, layer: Iterator[bytes] | LayerRow | None,
+                 config: dict[str, Any], history: dict[str, Any], created: str,
+                 cache_key: str = "", author: str = "") -> str:
+        """A build step's image: ``parent`` ("" for scratch) plus ``layer`` (None: no
+        layer, an ``empty_layer`` history entry; a LayerRow: one stored already) with
+        ``config`` as its container config. Recorded with its parent and the step's
+        cache key, which later builds look up."""
+        with self.lease():
+            base = self.config(parent) if parent else {}
+            rows = self.db.layers(parent) if parent else []
+            top = rows[-1].chain_id if rows else ""
+            layers = [(r.chain_id, r.diff_id, (r.blob, r.media_type, r.blob_size))
+                      for r in rows]
+            entry = {"created": created, **history}
+            if isinstance(layer, LayerRow):
+                layers.append((layer.chain_id, layer.diff_id,
+                               (layer.blob, layer.media_type, layer.blob_size)))
+            elif layer is not None:
+                new, blob = self._store_layer(top, layer)
+                layers.append((new.chain_id, new.diff_id, blob))
+            else:
+                entry["empty_layer"] = True
+            plat = host_platform()
+            cfg: dict[str, Any] = {
+                "architecture": base.get("architecture", plat.architecture),
+                "config": config, "created": created,
+                "history": [*(base.get("history") or []), entry],
+                "os": base.get("os", plat.os),
+                "rootfs": {"type": "layers", "diff_ids": [d for _, d, _ in layers]},
+            }
+            if base.get("variant"):
+                cfg["variant"] = base["variant"]
+            if author:
+                cfg["author"] = author
+            image_id = self._commit(json.dumps(cfg, separators=(",", ":")).encode(), layers)
+            if parent or cache_key:
+                self.db.set_parent(image_id, parent, cache_key)
+        return image_id
+
+    def cached_step(self, parent: str, cache_key: str) -> str | None:
+        """The image an earlier build made for this step, if it is still here."""
+        image_id = self.db.cached(parent, cache_key)
+        return image_id if image_id and self.db.image(image_id) else None
+
     def bootstrap(self, name: str, tag: str = "latest") -> str:
         """``pallet image bootstrap busybox|debian[:suite]``: a base image made here."""
         from pallet.engine import bootstrap
@@ -210,6 +245,18 @@ class ImageService:
                                    f"pallet image bootstrap {name}:{tag}")
         finally:
             work.cleanup()
+
+    def _store_layer(self, parent_chain: str, layer: Iterator[bytes]
+                     ) -> tuple[Layer, tuple[str, str, int]]:
+        """An uncompressed layer tar made here: kept as a blob and unpacked on top of
+        ``parent_chain``."""
+        with tempfile.TemporaryFile(dir=self.tmp) as spool:
+            for chunk in layer:
+                spool.write(chunk)
+            spool.seek(0)
+            blob = self._keep_blob(spool)
+            spool.seek(0)
+            return self.layers.create(parent_chain, lambda d: _apply(spool, d)), blob
 
     def _keep_blob(self, spool: BinaryIO) -> tuple[str, str, int]:
         """Keep the layer as it came (for push and save): (digest, media type, size)."""
@@ -281,7 +328,8 @@ class ImageService:
         cfg = self.config(row.id)
         out: dict[str, Any] = {
             "Containers": -1, "Created": int(_epoch(row.created)), "Id": row.id,
-            "Labels": (cfg.get("config") or {}).get("Labels"), "ParentId": "",
+            "Labels": (cfg.get("config") or {}).get("Labels"),
+            "ParentId": self.db.parent_of(row.id),
             "RepoDigests": self._familiar(self.db.digests_of(row.id)),
             "RepoTags": self._familiar(self.db.tags_of(row.id)),
             "SharedSize": -1, "Size": row.size,
@@ -293,9 +341,13 @@ class ImageService:
     def listing(self, api_version: str, filters: dict[str, list[str]],
              all_images: bool = False) -> list[dict[str, Any]]:
         out = []
+        parents = self.db.parents()
         for row in self.db.images():
             tags = self.db.tags_of(row.id)
-            if not _keep(row, tags, filters, self):
+            # a build's intermediate steps show with -a only, as dockerd's
+            if not tags and row.id in parents and not all_images:
+                continue
+            if not _keep(row, tags, filters, self, parents):
                 continue
             summary = self.summary(row, api_version)
             if filters.get("reference"):
@@ -316,7 +368,7 @@ class ImageService:
             "Id": row.id,
             "RepoTags": self._familiar(self.db.tags_of(row.id)),
             "RepoDigests": self._familiar(self.db.digests_of(row.id)),
-            "Parent": "", "Comment": history[-1].get("comment", ""),
+            "Parent": self.db.parent_of(row.id), "Comment": history[-1].get("comment", ""),
             "Created": cfg.get("created", row.created), "DockerVersion": "",
             "Author": cfg.get("author", ""),
             "Config": _container_config(cfg.get("config") or {}),
@@ -349,6 +401,15 @@ class ImageService:
                         "Created": int(_epoch(h.get("created", row.created))),
                         "CreatedBy": h.get("created_by", ""), "Id": "<missing>",
                         "Size": size, "Tags": None})
+        # The steps a build made here are images of their own: dockerd names them.
+        image_id, seen = row.id, set()
+        while image_id and image_id not in seen and self.db.image(image_id):
+            seen.add(image_id)
+            n = len(self.config(image_id).get("history") or [])
+            if 0 < n <= len(out):
+                out[n - 1]["Id"] = image_id
+                out[n - 1]["Tags"] = self._familiar(self.db.tags_of(image_id)) or None
+            image_id = self.db.parent_of(image_id)
         out.reverse()
         if out:
             out[0]["Id"] = row.id
@@ -391,7 +452,7 @@ class ImageService:
             familiar = reference.parse(full).familiar()
             report.append({"Untagged": familiar})
             self.events.publish(make_event("image", "untag", image_id, {"name": familiar}))
-            if self.db.tags_of(image_id) or users:
+            if self.db.tags_of(image_id) or users or self.db.children_of(image_id):
                 return report
         else:
             image_id = self.resolve(name)
@@ -405,6 +466,9 @@ class ImageService:
                 raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced)"
                                f" - image is being used by stopped container "
                                f"{users[0][0][:12]}", obj=name)
+            if self.db.children_of(image_id):
+                raise Conflict(f"conflict: unable to delete {image_id[7:19]} (cannot be "
+                               "forced) - image has dependent child images", obj=name)
             tags = self.db.tags_of(image_id)
             if len(tags) > 1 and not force:
                 raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
@@ -420,20 +484,32 @@ class ImageService:
         return report
 
     def _remove(self, image_id: str) -> list[dict[str, str]]:
-        unused = self.db.remove_image(image_id)
+        """Delete the image, then the build steps under it that nothing else needs (no
+        name, no other child, no container), as dockerd does."""
+        report: list[dict[str, str]] = []
+        chains: list[str] = []
+        while image_id:
+            parent = self.db.parent_of(image_id)
+            chains += self.db.remove_image(image_id)
+            report.append({"Deleted": image_id})
+            self.events.publish(make_event("image", "delete", image_id, {"name": image_id}))
+            if (not parent or self.db.image(parent) is None or self.db.tags_of(parent)
+                    or self.db.digests_of(parent) or self.db.children_of(parent)
+                    or self.in_use(parent)):
+                break
+            image_id = parent
         self.collect()
-        report = [{"Deleted": image_id}]
-        report += [{"Deleted": chain} for chain in unused if not self.layers.exists(chain)]
-        self.events.publish(make_event("image", "delete", image_id, {"name": image_id}))
-        return report
+        return report + [{"Deleted": c} for c in chains if not self.layers.exists(c)]
 
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         dangling_only = filters.get("dangling", ["true"]) != ["false"]
         deleted: list[dict[str, str]] = []
         before = sum(layer.size for layer in self.layers.all())
-        for row in self.db.images():
+        for row in reversed(self.db.images()):  # children (newer) before their parents
+            if self.db.image(row.id) is None:
+                continue  # went with an image removed before it
             tags = self.db.tags_of(row.id)
-            if (dangling_only and tags) or self.in_use(row.id):
+            if (dangling_only and tags) or self.in_use(row.id) or self.db.children_of(row.id):
                 continue
             for t in tags:
                 self.db.untag(t)
@@ -475,50 +551,6 @@ def _apply(spool: BinaryIO, dest: str) -> tuple[str, int]:
     return result.diff_id, result.size
 
 
-def parse_changes(changes: list[str]) -> dict[str, Any]:
-    """``--change`` Dockerfile instructions for import/commit, into an image config."""
-    cfg: dict[str, Any] = {}
-    for change in changes:
-        instr, _, arg = change.strip().partition(" ")
-        key = instr.upper()
-        arg = arg.strip()
-        if key not in CHANGE_KEYS:
-            raise InvalidArgument(f"{instr} is not a valid change command")
-        if key in ("CMD", "ENTRYPOINT", "VOLUME"):
-            value: Any = _json_or_shell(arg, shell=key != "VOLUME")
-            if key == "VOLUME":
-                cfg.setdefault("Volumes", {}).update({v: {} for v in value})
-            else:
-                cfg["Cmd" if key == "CMD" else "Entrypoint"] = value
-        elif key == "ENV":
-            k, eq, v = arg.partition("=")
-            if not eq:
-                k, _, v = arg.partition(" ")
-            cfg.setdefault("Env", []).append(f"{k}={v.strip()}")
-        elif key == "EXPOSE":
-            for port in arg.split():
-                cfg.setdefault("ExposedPorts", {})[port if "/" in port else f"{port}/tcp"] = {}
-        elif key == "LABEL":
-            k, _, v = arg.partition("=")
-            cfg.setdefault("Labels", {})[k.strip('"')] = v.strip('"')
-        elif key == "ONBUILD":
-            cfg.setdefault("OnBuild", []).append(arg)
-        else:
-            cfg[{"STOPSIGNAL": "StopSignal", "USER": "User", "WORKDIR": "WorkingDir"}[key]] = arg
-    return cfg
-
-
-def _json_or_shell(arg: str, shell: bool) -> list[str]:
-    if arg.startswith("["):
-        try:
-            value = json.loads(arg)
-        except ValueError:
-            value = None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-    return ["/bin/sh", "-c", arg] if shell else arg.split()
-
-
 def _container_config(c: dict[str, Any]) -> dict[str, Any]:
     """An image's config as Docker's inspect shows it: every field, nulls included."""
     base: dict[str, Any] = {
@@ -550,44 +582,10 @@ def _ref_matches(familiar: str, patterns: list[str]) -> bool:
     return any(path_match(p, familiar) or path_match(p, name) for p in patterns)
 
 
-def path_match(pattern: str, text: str) -> bool:
-    r"""Go's path.Match, as dockerd's reference filter uses it: ``*`` and ``?`` never
-    match a ``/`` (``busybox*`` is not ``busybox/x``), ``[a-z]``/``[^a]`` classes, ``\``
-    escapes; a malformed pattern matches nothing."""
-    import re
-
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif c == "[":
-            end = pattern.find("]", i + 2)
-            if end < 0:
-                return False
-            body = pattern[i + 1:end]
-            neg = body.startswith("^")
-            body = body[1:] if neg else body
-            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    try:
-        return re.fullmatch("".join(out), text) is not None
-    except re.error:
-        return False
-
-
 def _keep(row: ImageRow, tags: list[str], filters: dict[str, list[str]],
-          svc: ImageService) -> bool:
+          svc: ImageService, parents: set[str]) -> bool:
     for value in filters.get("dangling", []):
-        if (value == "true") != (not tags):
+        if (value == "true") != (not tags and row.id not in parents):
             return False
     patterns = filters.get("reference", [])
     if patterns and not any(_ref_matches(reference.parse(t).familiar(), patterns)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 
 from pallet.errors import SystemFailure
 from pallet.monitor import wire
@@ -109,6 +110,20 @@ class MonitorClient:
             writer.close()
             raise
         return reader, writer, reply
+
+
+async def frames(reader: asyncio.StreamReader) -> AsyncIterator[tuple[int, bytes, bytes]]:
+    """An attach stream's frames: (stream 1 or 2, the frame's header, its data), until
+    the stream ends."""
+    header = wire.HEADER
+    while True:
+        try:
+            head = await reader.readexactly(header.size)
+            stream, size = header.unpack(head)
+            data = await reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return
+        yield stream, head, data
 
 
 def _repo_path() -> str:

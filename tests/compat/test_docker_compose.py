@@ -73,3 +73,26 @@ def test_compose_up_exec_logs_down(pd: Palletd, tmp_path: os.PathLike[str]) -> N
     assert pd.docker("ps", "-aq").stdout == ""
     assert "ptc_default" not in pd.docker("network", "ls").stdout
     assert "ptc_data" not in pd.docker("volume", "ls").stdout
+
+
+def test_compose_builds_a_service(pd: Palletd, tmp_path: os.PathLike[str]) -> None:
+    """`build:` goes through docker-py's build API to POST /build."""
+    work = str(tmp_path)
+    os.makedirs(os.path.join(work, "app"))
+    with open(os.path.join(work, "app", "Dockerfile"), "w") as f:
+        f.write(f"FROM {IMAGE}\nARG WHO=nobody\nRUN echo built for $WHO > /msg\n"
+                'CMD ["cat", "/msg"]\n')
+    with open(os.path.join(work, "docker-compose.yml"), "w") as f:
+        f.write('version: "3.8"\nservices:\n  app:\n    build:\n      context: ./app\n'
+                "      args: {WHO: compose}\n    image: pallet-test/compose-built:1\n")
+    try:
+        out = compose(pd, work, "build")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Successfully tagged pallet-test/compose-built:1" in out.stdout + out.stderr
+        out = compose(pd, work, "run", "--rm", "app")
+        assert out.stdout == "built for compose\n", out.stdout + out.stderr
+    finally:
+        compose(pd, work, "down", "--rmi", "all", "-t", "1")
+        pd.docker("image", "prune", "-f", check=False)
+    assert pd.docker("ps", "-aq").stdout == ""
+    assert "compose-built" not in pd.docker("images", "-a").stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pallet.engine.images import parse_changes
+from pallet.build.changes import parse_changes
 from pallet.errors import InvalidArgument
 
 
