@@ -9,6 +9,8 @@ parameters, the progress as a stream of JSON messages (api/distribution.stream).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import tempfile
@@ -18,10 +20,12 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from pallet.api import params
-from pallet.api.distribution import stream
+from pallet.api.distribution import auth_config, stream
 from pallet.api.system import engine
 from pallet.engine.builds import Options
 from pallet.errors import InvalidArgument, NotSupported
+from pallet.image.registry import Credentials
+from pallet.image.registry.credentials import hostname
 
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
@@ -47,6 +51,25 @@ def _int(q: MultiMapping[str], key: str) -> int | None:
         return int(str(raw))
     except ValueError:
         raise InvalidArgument(f"invalid {key} parameter: {raw!r}") from None
+
+
+def registry_config(header: str | None) -> dict[str, Credentials]:
+    """``X-Registry-Config``: base64url JSON of {registry: AuthConfig}, every login the
+    client has, for the build's pulls; by registry host."""
+    if not header:
+        return {}
+    try:
+        raw = base64.urlsafe_b64decode(header.strip() + "=" * (-len(header.strip()) % 4))
+        doc = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument(f"invalid X-Registry-Config header: {exc}") from None
+    out: dict[str, Credentials] = {}
+    for key, entry in (doc.items() if isinstance(doc, dict) else []):
+        if isinstance(entry, dict):
+            creds, _ = auth_config(entry)
+            if creds is not None:
+                out[hostname(str(key))] = creds
+    return out
 
 
 def options(q: MultiMapping[str]) -> Options:
@@ -93,6 +116,7 @@ def options(q: MultiMapping[str]) -> Options:
 
 async def build(request: web.Request) -> web.StreamResponse:
     opts = options(request.rel_url.query)
+    opts.auth = registry_config(request.headers.get("X-Registry-Config"))
     eng = engine(request)
     fd, path = tempfile.mkstemp(dir=eng.images.tmp, prefix="context-")
     try:

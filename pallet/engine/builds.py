@@ -29,17 +29,14 @@ from typing import Any, BinaryIO
 
 from pallet.build import dockerfile as df
 from pallet.engine import buildcontext
-from pallet.engine.buildstep import BuildError, StageState, Step
+from pallet.engine.buildstep import PREDEFINED_ARGS, BuildError, StageState, Step
 from pallet.engine.containers import ContainerService
 from pallet.engine.distribution import Emit
 from pallet.engine.images import ImageService
 from pallet.errors import InvalidArgument, NotFound, NotSupported
 from pallet.image import reference
+from pallet.image.registry import Credentials
 from pallet.image.timefmt import now_rfc3339
-
-# Build args every build knows without an ARG line (Docker's predefined ones).
-PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
-                   "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 
 
 @dataclass
@@ -61,6 +58,7 @@ class Options:
     host_config: dict[str, Any] = field(default_factory=dict)  # memory, cpu… for RUN
     platform: str = ""
     source_date_epoch: int | None = None
+    auth: dict[str, Credentials] = field(default_factory=dict)  # registry host -> login
 
 
 class BuildService:
@@ -83,6 +81,9 @@ class BuildService:
         for name in os.listdir(self.images.tmp):
             if name.startswith(("build-", "context-")):
                 path = os.path.join(self.images.tmp, name)
+                if not os.path.isdir(path) or os.path.islink(path):
+                    os.unlink(path)  # a context body, as it came
+                    continue
                 for point in tree.mounts_using(path)[0]:  # deepest first
                     snaps.unmount(point)
                 shutil.rmtree(path, ignore_errors=True)
@@ -291,8 +292,8 @@ class Builder:
                         if k not in self.used_args and k not in PREDEFINED_ARGS
                         and k != "SOURCE_DATE_EPOCH")
         if unused and not self.opts.quiet:
-            self.emit({"stream": f"[Warning] One or more build-args {unused} were not "
-                                 "consumed\n"})
+            self.emit({"stream": f"[Warning] One or more build-args [{' '.join(unused)}] "
+                                 "were not consumed\n"})
         state = self.results[final.index].result()
         if not state.image:
             raise InvalidArgument("No image was generated. Is your Dockerfile empty?")

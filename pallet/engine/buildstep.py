@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from pallet.engine.distribution import Emit
 
 _HEREDOC_MARK = re.compile(r"<<-?(['\"]?)[A-Za-z0-9_.-]+\1")
+# Build args every build knows without an ARG line (Docker's predefined ones).
+PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
+                   "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 NOP = "/bin/sh -c #(nop) "
@@ -146,7 +149,8 @@ class Step:
             ref = ref.with_tag("latest")
         plat = platform_from_string(platform) if platform else None
         try:
-            return await pull.pull(self.images, ref, plat, None, self.write)
+            return await pull.pull(self.images, ref, plat, self.b.opts.auth.get(ref.domain),
+                                   self.write)
         except PalletError as exc:
             if self.b.opts.pull:  # as dockerd: a local image does when the pull fails
                 try:
@@ -457,6 +461,13 @@ class Step:
         prefix = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in sorted(args.items())) \
             + " " if args else ""
         created_by = prefix + " ".join(argv)
+        # The proxy args need no ARG line, and stay out of the history (they may hold
+        # credentials) and the cache key, as Docker keeps them.
+        for name in PREDEFINED_ARGS:
+            value = self.b.opts.build_args.get(name)
+            if value is not None and name not in st.args and name not in env:
+                args[name] = value
+                self.b.used_args.add(name)
         key = _cache_key(st.image, created_by, self._config(), cmd.flags)
         hit = self._cached(key, created_by)
         if hit:

@@ -345,3 +345,19 @@ def test_add_fetches_urls_and_says_when_it_cannot(pd: Palletd, made: list[str],
     assert bad.returncode != 0
     assert f"http://127.0.0.1:{closed}/x" in bad.stderr and "line 2" in bad.stderr, bad.stderr
     assert pd.docker("image", "inspect", "pallet-test/cli-addurl:2", check=False).returncode
+
+
+def test_proxy_args_reach_run_but_not_the_history(pd: Palletd, made: list[str],
+                                                  tmp_path: Path) -> None:
+    ctx = write(tmp_path, {"Dockerfile": (f"FROM {IMAGE}\nARG MINE=m\n"
+                                          'RUN echo "$HTTP_PROXY $MINE" > /p\n')})
+    ref = "pallet-test/cli-proxy:1"
+    made.append(ref)
+    out = ok(pd, "build", "--build-arg", "HTTP_PROXY=http://user:secret@127.0.0.1:9/",
+             "-t", ref, str(ctx))
+    assert "were not consumed" not in out
+    assert ok(pd, "run", "--rm", ref, "cat", "/p") == "http://user:secret@127.0.0.1:9/ m\n"
+    history = ok(pd, "history", "--no-trunc", "--format", "{{.CreatedBy}}", ref)
+    assert "|1 MINE=m /bin/sh -c" in history and "secret" not in history, history
+    unused = ok(pd, "build", "--build-arg", "NOBODY=x", "-t", ref, str(ctx))
+    assert "[Warning] One or more build-args [NOBODY] were not consumed" in unused, unused

@@ -99,3 +99,63 @@ def test_sigkill_mid_pull_then_resume(registry: Registry) -> None:  # noqa: F811
         stop_palletd(d)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(cfg, ignore_errors=True)
+
+
+def test_sigkill_mid_build_leaves_nothing_half_made(tmp_path: str) -> None:
+    """Killed during a RUN step: after the restart no image or tag of the build shows,
+    its unpacked context and step snapshots are gone (with a COPY --from source still
+    mounted, as a kill during that step leaves it), and the same build then succeeds."""
+    from pallet.linux.mount import MS_BIND, mount
+    from tests.compat.test_docker_cli_images import import_busybox
+
+    base = tempfile.mkdtemp(prefix="pallet-test-crashbuild-")
+    d = start_palletd(base)
+    try:
+        image = "pallet-test/busybox:crashbuild"
+        import_busybox(d, image, 'CMD ["sh"]')
+        ctx = os.path.join(str(tmp_path), "ctx")
+        os.makedirs(ctx)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(f"FROM {image}\nCOPY Dockerfile /df\nRUN sleep 30\n")
+        env = {**d.env, "DOCKER_BUILDKIT": "0"}
+        builder = subprocess.Popen(["docker", "build", "-t", "pallet-test/crash:1", ctx],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert builder.stdout is not None
+        for line in builder.stdout:  # until the RUN step's container runs
+            if b"Running in" in line:
+                break
+        tmp = os.path.join(d.data_root, "tmp")
+        assert any(n.startswith("build-") for n in os.listdir(tmp))
+        # what a kill during a COPY --from step leaves besides: a step snapshot and the
+        # source image mounted under the build's directory
+        snaps = os.path.join(d.data_root, "snapshots")
+        os.makedirs(os.path.join(snaps, "build-" + "0" * 32, "upper"))
+        build_dir = next(os.path.join(tmp, n) for n in os.listdir(tmp)
+                         if n.startswith("build-"))
+        src = os.path.join(build_dir, "step-x", "from")
+        os.makedirs(src)
+        mount(ctx, src, None, MS_BIND)
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.proc.wait()
+        builder.wait(timeout=30)
+        assert builder.returncode != 0
+
+        d = start_palletd(base)  # the same data root
+        assert [n for n in os.listdir(tmp) if n.startswith(("build-", "context-"))] == []
+        assert [n for n in os.listdir(snaps) if n.startswith("build-")] == []
+        with open("/proc/self/mountinfo") as f:
+            assert tmp not in f.read()
+        assert d.docker("image", "inspect", "pallet-test/crash:1", check=False).returncode
+        # the RUN step's container outlived palletd, as any container does; it goes
+        left = d.docker("ps", "-aq").stdout.split()
+        assert len(left) == 1
+        d.docker("rm", "-f", *left)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(f"FROM {image}\nCOPY Dockerfile /df\nRUN echo done > /done\n")
+        d.docker("build", "-t", "pallet-test/crash:1", ctx)
+        assert d.docker("run", "--rm", "pallet-test/crash:1", "cat",
+                        "/done").stdout == "done\n"
+    finally:
+        d.docker("rm", "-f", *d.docker("ps", "-aq").stdout.split(), check=False)
+        stop_palletd(d)
+        shutil.rmtree(base, ignore_errors=True)

@@ -387,6 +387,15 @@ def test_login_push_logout_with_basic_auth(clients: Clients,
     clients.docker("rmi", f"{name}:1")
     assert "Pull complete" in clients.docker("pull", f"{name}:1").stdout
 
+    # a build's FROM pulls with the logins the CLI sends along (X-Registry-Config)
+    clients.docker("rmi", f"{name}:1")
+    with tempfile.TemporaryDirectory() as ctx:
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(f"FROM {name}:1\nRUN echo built > /built\n")
+        out = clients.docker("build", "-t", "pallet/built-on-private:1", ctx).stdout
+        assert "Successfully tagged pallet/built-on-private:1" in out, out
+    clients.docker("rmi", "pallet/built-on-private:1")
+
     out = clients.docker("logout", reg.host).stdout
     assert f"Removing login credentials for {reg.host}" in out
     clients.docker("rmi", f"{name}:1")
