@@ -151,12 +151,7 @@ class Step:
         try:
             return await pull.pull(self.images, ref, plat, self.b.opts.auth.get(ref.domain),
                                    self.write)
-        except PalletError as exc:
-            if self.b.opts.pull:  # as dockerd: a local image does when the pull fails
-                try:
-                    return await asyncio.to_thread(self.images.resolve, name)
-                except NotFound:
-                    pass
+        except PalletError as exc:  # with --pull too, as dockerd: no stale base instead
             raise NotFound(f"failed to get base image {name}: {exc}", obj=name) from exc
 
     # --- every other instruction -----------------------------------------------------------

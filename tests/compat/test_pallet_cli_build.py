@@ -361,3 +361,29 @@ def test_proxy_args_reach_run_but_not_the_history(pd: Palletd, made: list[str],
     assert "|1 MINE=m /bin/sh -c" in history and "secret" not in history, history
     unused = ok(pd, "build", "--build-arg", "NOBODY=x", "-t", ref, str(ctx))
     assert "[Warning] One or more build-args [NOBODY] were not consumed" in unused, unused
+
+
+def test_chown_chmod_and_force_rm(pd: Palletd, made: list[str], tmp_path: Path) -> None:
+    ref = "pallet-test/cli-chown:1"
+    made.append(ref)
+    ctx = write(tmp_path, {"f.txt": "f\n", "d/g.txt": "g\n", "Dockerfile": (
+        f"FROM {IMAGE}\nRUN echo 'app:x:1234:2345::/:/bin/sh' >> /etc/passwd && "
+        "echo 'grp:x:3456:' >> /etc/group\n"
+        "COPY --chown=app --chmod=640 f.txt /by-name\n"
+        "COPY --chown=7 d /numeric/\n"
+        "COPY --chown=app:grp f.txt /both\n")})
+    ok(pd, "build", "-t", ref, str(ctx))
+    assert ok(pd, "run", "--rm", ref, "stat", "-c", "%u:%g %a %n", "/by-name", "/numeric",
+              "/numeric/g.txt", "/both") == (
+        "1234:2345 640 /by-name\n"    # a name: its uid and primary group, the mode asked
+        "7:7 755 /numeric\n"          # a number alone: the same number as group (Docker)
+        "7:7 644 /numeric/g.txt\n"
+        "1234:3456 644 /both\n")
+    failed = pallet(pd, "build", "--force-rm", str(write(tmp_path / "bad", {
+        "Dockerfile": f"FROM {IMAGE}\nRUN exit 4\n"})))
+    assert failed.returncode == 4
+    assert pd.docker("ps", "-aq").stdout == ""  # --force-rm: even the failed step's goes
+    missing = pallet(pd, "build", "--pull", str(write(tmp_path / "pull", {
+        "Dockerfile": f"FROM {IMAGE}\n"})))
+    assert missing.returncode != 0  # --pull pulls; a local-only base is no fallback
+    assert "failed to get base image" in missing.stderr, missing.stderr
