@@ -693,7 +693,10 @@ def ps(host: str | None, argv: list[str]) -> int:
 
             size = f"{_human(int(c.get('SizeRw', 0)))} (virtual " \
                    f"{_human(int(c.get('SizeRootFs', 0)))})"
-        rows.append({"ID": c["Id"] if a.no_trunc else c["Id"][:12], "Image": c["Image"],
+        image = c["Image"]
+        if not a.no_trunc and image.startswith("sha256:") and len(image) == 71:
+            image = image[7:19]  # made from an image id (a build step): shown short
+        rows.append({"ID": c["Id"] if a.no_trunc else c["Id"][:12], "Image": image,
                      "Command": f'"{cmd}"', "RunningFor": _ago(now - c["Created"]) + " ago",
                      "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z",
                                                 time.localtime(c["Created"])),

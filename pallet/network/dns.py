@@ -354,6 +354,7 @@ class _Listener:
     reverse: ReverseLookup
     forward: bool
     upstreams: list[Upstream] | None = None  # the container's own --dns, else the server's
+    ndots_set: bool = False  # the container asked for ndots > 0 itself (--dns-option)
     forwarding: int = 0
     server: asyncio.Server | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -382,16 +383,19 @@ class DnsServer:
     async def add(
         self, key: str, udp: socket.socket, tcp: socket.socket, lookup: Lookup,
         reverse: ReverseLookup, *, forward: bool = True, upstreams: list[str] | None = None,
+        ndots_set: bool = False,
     ) -> None:
         """Serve ``udp`` and ``tcp`` (from open_listeners) for container ``key``,
         replacing (and closing) what was served for it. ``forward=False`` answers
         SERVFAIL for names that are not ours instead of asking upstream (moby's internal
         networks). ``upstreams``: the container's own servers (its --dns), asked instead
-        of the server's."""
+        of the server's. ``ndots_set``: the container set ndots > 0 itself; a single-label
+        A/AAAA name that is not ours then gets an empty answer instead of going upstream,
+        so its resolver goes on to the search domains (moby's rule)."""
         own = upstreams_from(upstreams) if upstreams else None
         await self.remove(key)
         loop = asyncio.get_running_loop()
-        listener = _Listener(key, udp, tcp, lookup, reverse, forward, own)
+        listener = _Listener(key, udp, tcp, lookup, reverse, forward, own, ndots_set)
         udp.setblocking(False)
         tcp.setblocking(False)
         loop.add_reader(udp.fileno(), self._on_udp, listener)
@@ -517,6 +521,10 @@ class DnsServer:
         and then this forwards over TCP."""
         if not listener.forward:
             return _error_reply(msg, dns.rcode.SERVFAIL)
+        question = msg.question[0]
+        if listener.ndots_set and question.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) \
+                and len(question.name.labels) <= 2:  # one label and the root
+            return _to_wire(_reply_to(msg), _max_size(msg, tcp), tcp)
         if listener.forwarding >= MAX_FORWARDS or self._forwarding >= MAX_FORWARDS_ALL:
             return _error_reply(msg, dns.rcode.REFUSED)
         listener.forwarding += 1

@@ -359,3 +359,26 @@ def test_network_events_for_a_run(pd: Palletd, made: dict) -> None:
                    ).stdout.splitlines()
     mine = [e for e in ev if e.endswith(cid)]
     assert mine == [f"connect bridge {cid}", f"disconnect bridge {cid}"], ev
+
+
+def test_icc_false_keeps_containers_apart_but_not_their_published_ports(
+        pd: Palletd, made: dict) -> None:
+    pd.docker("network", "create", "-o", "com.docker.network.bridge.enable_icc=false",
+              "pt-noicc")
+    made["networks"].append("pt-noicc")
+    port = free_port()
+    doc = serve(pd, made, "lonely", "--network", "pt-noicc", "-p", f"127.0.0.1:{port}:80")
+    ip = doc["NetworkSettings"]["Networks"]["pt-noicc"]["IPAddress"]  # type: ignore[index]
+    assert fetch(f"http://127.0.0.1:{port}/") == "hello from lonely\n"  # from the host: yes
+    # from a neighbour on the same bridge: its name resolves, its packets are dropped
+    out = run(pd, "run", "--rm", "--network", "pt-noicc", IMAGE, "sh", "-c",
+              "nslookup lonely 127.0.0.11 >/dev/null && echo named; "
+              f"timeout 3 wget -q -O- http://{ip}/ || echo cut off")
+    assert out.stdout == "named\ncut off\n", out.stdout + out.stderr
+    # the same pair on a network with icc (the default) talks
+    pd.docker("network", "create", "pt-icc")
+    made["networks"].append("pt-icc")
+    serve(pd, made, "friendly", "--network", "pt-icc")
+    out = run(pd, "run", "--rm", "--network", "pt-icc", IMAGE, "timeout", "5", "wget", "-q",
+              "-O-", "http://friendly/")
+    assert out.stdout == "hello from friendly\n", out.stderr

@@ -679,3 +679,30 @@ def test_tcp_connections_per_container_are_capped() -> None:
             assert addresses(await tcp_ask("web", host, port)) == ["10.1.0.2"]
 
     run(scenario)
+
+
+def test_ndots_set_keeps_single_label_names_from_upstream() -> None:
+    """moby's rule: a container that set ndots > 0 itself gets an empty NOERROR for a
+    one-label A/AAAA name that is not a container's, so its resolver goes on to the
+    search domains; names with a dot, and other types, still go upstream."""
+    async def scenario() -> None:
+        async with fake_upstream() as up, \
+                serving([up.address], ndots_set=True) as (_, host, port, _u, _t):
+            empty = await udp_ask("printer", host, port)
+            assert empty.rcode() == dns.rcode.NOERROR and empty.answer == []
+            assert addresses(await udp_ask("web", host, port)) == ["10.1.0.2"]  # ours
+            assert addresses(await udp_ask("example.test", host, port)) == ["192.0.2.10"]
+            await udp_ask("printer", host, port, "MX")
+            assert up.seen == [("udp", "example.test."), ("udp", "printer.")]
+        async with fake_upstream() as up, serving([up.address]) as (_, host, port, _u, _t):
+            await udp_ask("printer", host, port)
+            assert up.seen == [("udp", "printer.")]  # without the option: forwarded
+
+    run(scenario)
+
+
+def test_ndots_option_parsing() -> None:
+    from pallet.engine.sandbox import ndots_set
+
+    assert ndots_set(["ndots:2"]) and ndots_set(["timeout:1", "ndots:5"])
+    assert not ndots_set(["ndots:0"]) and not ndots_set([]) and not ndots_set(["ndots:x"])
