@@ -290,7 +290,13 @@ class ImageService:
             if self.layers.exists(existing):
                 return self.layers.get(existing)
         with self.store.open(blob) as f:
-            return self.layers.create(parent_chain, lambda d: _apply(f, d), diff_id)
+            return self.unpack_from(parent_chain, f, diff_id)
+
+    def unpack_from(self, parent_chain: str, stream: BinaryIO,
+                    diff_id: str | None = None) -> Layer:
+        """The layer a (compressed) layer tar ``stream`` holds, on top of ``parent_chain``;
+        a ``diff_id`` given must match what the stream holds."""
+        return self.layers.create(parent_chain, lambda d: _apply(stream, d), diff_id)
 
     def register(self, config: bytes, layers: list[tuple[str, str, tuple[str, str, int]]],
                  names: Sequence[str] = (), repo_digests: Sequence[str] = ()) -> str:

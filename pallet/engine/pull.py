@@ -20,7 +20,10 @@ half image.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from dataclasses import dataclass
+from typing import BinaryIO, cast
 
 from pallet.engine.distribution import CONCURRENCY, Emit, Reporter, registry_client
 from pallet.engine.events import make_event
@@ -213,11 +216,13 @@ class _Pull:
         unpacked = [asyncio.Event() for _ in layers]
 
         async def one(lay: _Layer) -> None:
+            streamed = False
             if not lay.present:
-                await self._download(lay, slots)
+                parent_ready = not lay.index or unpacked[lay.index - 1].is_set()
+                streamed = await self._download(lay, slots, unpack=parent_ready)
             if lay.index:
                 await unpacked[lay.index - 1].wait()
-            if not lay.present:
+            if not lay.present and not streamed:
                 self.report.progress("Extracting", lay.ident, 0, lay.desc.size, force=True)
                 await asyncio.to_thread(self.svc.unpack, lay.parent, lay.desc.digest,
                                         lay.diff_id)
@@ -231,28 +236,45 @@ class _Pull:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
 
-    async def _download(self, lay: _Layer, slots: asyncio.Semaphore) -> None:
+    async def _download(self, lay: _Layer, slots: asyncio.Semaphore,
+                        unpack: bool = False) -> bool:
+        """Fetch the layer's blob into the store. ``unpack``: its parent is there, so
+        unpack it while it downloads (from the file as it grows); True if that was done
+        (not for a blob already stored or a download resumed from a partial)."""
         store, desc = self.svc.store, lay.desc
         if store.exists(desc.digest):
             self.report.status("Download complete", lay.ident)
-            return
+            return False
         if slots.locked():
             self.report.status("Waiting", lay.ident)
         async with slots:
             ingest = await asyncio.to_thread(store.ingest, desc.digest, desc.size)
+            growing: Growing | None = None
+            unpacking: asyncio.Task[object] | None = None
             try:
                 done = ingest.offset  # what an interrupted attempt left: resume from there
                 self.report.progress("Downloading", lay.ident, done, desc.size, force=True)
+                if unpack and done == 0 and desc.size > 0:
+                    # The diff id (from the config, which the manifest's digest covers)
+                    # is checked on the unpacked content; the blob's own digest at commit.
+                    growing = Growing(ingest.path)
+                    unpacking = asyncio.create_task(asyncio.to_thread(
+                        self.svc.unpack_from, lay.parent, cast(BinaryIO, growing),
+                        lay.diff_id))
 
                 def write(chunk: bytes) -> None:
                     nonlocal done
                     ingest.write(chunk)
                     done += len(chunk)
+                    if growing is not None:
+                        growing.wrote(len(chunk))
                     self.report.progress("Downloading", lay.ident, done, desc.size)
 
                 if done < desc.size:
                     await self.client.get_blob(self.ref.domain, self.ref.path,
                                                str(desc.digest), write, ingest.offset)
+                if growing is not None:
+                    growing.finish()
                 self.report.status("Verifying Checksum", lay.ident)
                 try:
                     await asyncio.to_thread(ingest.commit)
@@ -260,9 +282,71 @@ class _Pull:
                     raise InvalidArgument(
                         f"filesystem layer verification failed for digest {desc.digest}: "
                         f"{exc}", op="pull", obj=str(desc.digest)) from exc
+                self.report.status("Download complete", lay.ident)
+                if unpacking is not None:
+                    self.report.progress("Extracting", lay.ident, 0, desc.size, force=True)
+                    await unpacking
+                    self.report.status("Pull complete", lay.ident)
+                    return True
+            except BaseException:
+                if growing is not None:
+                    growing.finish(failed=True)
+                if unpacking is not None:
+                    await asyncio.gather(unpacking, return_exceptions=True)
+                raise
             finally:
                 ingest.abort(keep_partial=True)  # after a commit: nothing left to do
+                if growing is not None:
+                    growing.close()
         self.report.status("Download complete", lay.ident)
+        return False
+
+
+class Growing:
+    """A blob's file read while its download writes it: a read waits for bytes that
+    are not there yet, and ends (b"") when the download has ended. The unpack reads it
+    in a worker thread; the download's writes (the event loop) say how far it got."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._pos = 0
+        self._written = 0
+        self._ended = False
+        self._failed = False
+        self._cond = threading.Condition()
+
+    def wrote(self, n: int) -> None:
+        with self._cond:
+            self._written += n
+            self._cond.notify_all()
+
+    def finish(self, failed: bool = False) -> None:
+        with self._cond:
+            self._ended = True
+            self._failed = failed
+            self._cond.notify_all()
+
+    def read(self, size: int = -1) -> bytes:
+        with self._cond:  # held over the pread too: close() can never pull the fd away
+            while self._pos >= self._written and not self._ended:
+                self._cond.wait()
+            if self._failed or self._fd < 0:
+                raise InvalidArgument("the layer's download failed", op="pull")
+            available = self._written - self._pos
+            if available <= 0:
+                return b""
+            data = os.pread(self._fd, available if size < 0 else min(size, available),
+                            self._pos)
+            self._pos += len(data)
+            return data
+
+    def close(self) -> None:
+        with self._cond:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._ended = self._failed = True
+            self._cond.notify_all()
 
 
 def _check_platform(ref: Reference, want: Platform, os_name: str, arch: str,

@@ -315,6 +315,11 @@ class Ingest:
         self.offset = f.tell()
 
     @property
+    def path(self) -> str:
+        """The file being written (readable while it grows: writes are unbuffered)."""
+        return self._path
+
+    @property
     def resumable(self) -> bool:
         """False when another writer holds this digest's partial and we write a private temp."""
         return self._resumable

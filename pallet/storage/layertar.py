@@ -25,9 +25,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +49,7 @@ OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
+_AHEAD = 8  # chunks decompressed ahead of the reader
 # tarfile's stream mode reads ahead at most a record (10 KiB) past the header it parses;
 # this much of the stream's tail is kept to check the block that ended the archive.
 _TAIL = 64 << 10
@@ -74,6 +77,7 @@ def apply_layer(stream: BinaryIO, dest: str, *, allow_devices: bool = True) -> A
     except OSError as exc:
         raise SystemFailure(f"cannot open layer directory {dest}: {exc.strerror}",
                             errno=exc.errno or 0, path=dest) from exc
+    hashed: _Hashing | None = None
     try:
         hashed = _Hashing(open_decompressed(stream))
         with _Extractor(root, allow_devices) as ex:
@@ -88,19 +92,88 @@ def apply_layer(stream: BinaryIO, dest: str, *, allow_devices: bool = True) -> A
     except (tarfile.TarError, EOFError) as exc:
         raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
     finally:
+        if hashed is not None:
+            hashed.close()
         os.close(root)
+
+
+class _Prefetch:
+    """Decompressing and hashing in a thread of their own, a few chunks ahead of the
+    reader: gunzip (ISA-L) and sha256 let go of the GIL, so they overlap the entry
+    writes, which are most of an extraction (~30% of it is the two)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
+        self._stop = threading.Event()
+        self._buf = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, name="layer-read", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        item: bytes | BaseException | None
+        try:
+            while not self._stop.is_set():
+                item = self._inner.read(_CHUNK)
+                if not item:
+                    break
+                self._sha.update(item)
+                self._put(item)
+            item = None
+        except BaseException as exc:  # handed to the reader, which raises it
+            item = exc
+        self._put(item)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int) -> bytes:
+        out = []
+        while size and not self._done:
+            if not self._buf:
+                item = self._queue.get()
+                if item is None:
+                    self._done = True
+                    break
+                if isinstance(item, BaseException):
+                    self._done = True
+                    raise item
+                self._buf = memoryview(item)
+            take = self._buf[:size] if size > 0 else self._buf
+            out.append(bytes(take))
+            self._buf = self._buf[len(take):]
+            size -= len(take) if size > 0 else 0
+        return b"".join(out)
+
+    def hexdigest(self) -> str:
+        self._thread.join()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        """Let the thread go (a reader that gave up early): it ends after the read it
+        may be in, without waiting for a download that feeds the stream to finish."""
+        self._stop.set()
 
 
 class _Hashing:
     """A reader that hashes and counts what passes through it (tarfile reads via it)."""
 
     def __init__(self, inner: BinaryIO) -> None:
-        self._inner = inner
-        self._sha = hashlib.sha256()
+        self._inner = _Prefetch(inner)
         self.size = 0
         self._head = b""
         self._tail: deque[bytes] = deque()
         self._tail_len = 0
+
+    def close(self) -> None:
+        self._inner.close()
 
     def peek_empty(self) -> bool:
         self._head = self._read(tarfile.BLOCKSIZE)
@@ -108,7 +181,6 @@ class _Hashing:
 
     def _read(self, size: int) -> bytes:
         data = self._inner.read(size)
-        self._sha.update(data)
         self.size += len(data)
         if data:
             self._tail.append(data)
@@ -138,7 +210,7 @@ class _Hashing:
             pass
 
     def diff_id(self) -> str:
-        return "sha256:" + self._sha.hexdigest()
+        return "sha256:" + self._inner.hexdigest()
 
 
 def _check_end(reader: _Hashing, offset: int) -> None:
