@@ -18,11 +18,35 @@ def _fail(message: str) -> int:
     return 1
 
 
+FORMATS = ("docker-archive", "oci-archive", "oci-dir")
+
+
 def save(host: str | None, argv: list[str]) -> int:
-    a = parse(argv, [Flag("-o,--output", STR, "Write to a file, instead of STDOUT")])
+    a = parse(argv, [Flag("-o,--output", STR, "Write to a file, instead of STDOUT"),
+                     Flag("--format", STR, "docker-archive (default), oci-archive, oci-dir")])
     if not a.args:
         raise UsageError('"pallet save" requires at least 1 argument.')
     output = a.output if isinstance(a.output, str) else ""
+    fmt = a.format if isinstance(a.format, str) else "docker-archive"
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: want one of {', '.join(FORMATS)}")
+    if fmt == "oci-dir":
+        # The archive palletd writes is an OCI layout already (as docker 25+'s): its
+        # layout files go into the directory.
+        if not output:
+            raise UsageError("--format oci-dir needs -o DIRECTORY")
+        if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+            return _fail(f"failed to save image: {output} exists and is not an empty "
+                         "directory")
+        from pallet.cli.ocidir import extract_layout
+
+        resp = Transport(host).request("GET", "/images/get", {"names": None},
+                                       repeated={"names": list(a.args)})
+        try:
+            extract_layout(resp.chunks(), output)
+        finally:
+            resp.close()
+        return 0
     if not output and os.isatty(sys.stdout.fileno()):
         return _fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
     if output:
@@ -47,7 +71,12 @@ def load(host: str | None, argv: list[str]) -> int:
     if not source and os.isatty(sys.stdin.fileno()):
         return _fail("requested load from stdin, but stdin is empty")
     try:
-        data = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115 - streamed
+        if source and os.path.isdir(source):  # an OCI layout directory: sent as its tar
+            from pallet.cli.ocidir import pack_layout
+
+            data = pack_layout(source)
+        else:
+            data = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115
     except OSError as exc:
         return _fail(f"open {source}: {(exc.strerror or str(exc)).lower()}")
     # As docker: progress only for a terminal to draw it on.

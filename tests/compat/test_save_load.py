@@ -428,3 +428,39 @@ def test_pallet_cli_knows_a_cut_save(palletd: Palletd, tmp_path: Path) -> None: 
     finally:
         blob.write_bytes(data)
         rmi(palletd, made)
+
+
+def test_oci_layout_directories(palletd: Palletd, tmp_path: Path) -> None:  # noqa: F811
+    """`save --format oci-dir` writes a layout skopeo reads by the image's name, and
+    `load -i DIR` takes a layout directory skopeo wrote."""
+    made = [docker_import(palletd.env, unique_tar(), "pallet-test/ocidir:1")]
+    try:
+        layout = tmp_path / "saved"
+        out = pallet(palletd, "save", "--format", "oci-dir", "-o", str(layout),
+                     "pallet-test/ocidir:1")
+        assert out.returncode == 0, out.stderr
+        assert sorted(p.name for p in layout.iterdir()) == ["blobs", "index.json",
+                                                            "oci-layout"]
+        config = json.loads(subprocess.run(
+            ["skopeo", "--insecure-policy", "inspect", "--raw", "--config",
+             f"oci:{layout}:1"],  # docker writes the tag as the ref name
+            check=True, capture_output=True, timeout=60).stdout)
+        diff_ids = palletd.docker("image", "inspect", "-f", "{{json .RootFS.Layers}}",
+                                  made[0]).stdout
+        assert config["rootfs"]["diff_ids"] == json.loads(diff_ids)
+        again = pallet(palletd, "save", "--format", "oci-dir", "-o", str(layout), made[0])
+        assert again.returncode == 1 and b"not an empty directory" in again.stderr
+
+        copied = tmp_path / "skopeo-copy"
+        subprocess.run(["skopeo", "--insecure-policy", "copy", f"oci:{layout}:1",
+                        f"oci:{copied}:latest"],
+                       check=True, capture_output=True, timeout=60)
+        rmi(palletd, *made)
+        out = pallet(palletd, "load", "-i", str(copied))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"Loaded image ID: {made[0]}\n".encode()  # a bare tag: no name
+        assert image_id(palletd, made[0]) == made[0]
+        bad = pallet(palletd, "load", "-i", str(tmp_path))
+        assert bad.returncode == 1 and b"not an oci image layout" in bad.stderr
+    finally:
+        rmi(palletd, *made)
