@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -1418,6 +1419,12 @@ def _overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
     return out
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:
+    try:  # most starts write what is there already (hosts, resolv.conf): leave it be
+        with open(path) as f:
+            if f.read() == text and stat.S_IMODE(os.fstat(f.fileno()).st_mode) == mode:
+                return
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(text)

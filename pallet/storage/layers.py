@@ -56,6 +56,7 @@ class LayerStore:
     def __init__(self, root: str) -> None:
         self.root = os.path.join(root, "layers")
         os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self._known: dict[str, Layer] = {}
 
     def _dir(self, chain: str) -> str:
         return os.path.join(self.root, _hex(chain))
@@ -64,14 +65,21 @@ class LayerStore:
         return os.path.exists(os.path.join(self._dir(chain), "layer.json"))
 
     def get(self, chain: str) -> Layer:
+        # A layer never changes once made, and only remove() (here) takes it away: its
+        # record is read once (every container start asks for its image's chain).
+        layer = self._known.get(chain)
+        if layer is not None:
+            return layer
         d = self._dir(chain)
         try:
             with open(os.path.join(d, "layer.json"), "rb") as f:
                 meta = json.loads(f.read())
         except FileNotFoundError:
             raise NotFound(f"layer does not exist: {chain}", obj=chain) from None
-        return Layer(meta["chain_id"], meta["diff_id"], meta["parent"], int(meta["size"]),
-                     os.path.join(d, "diff"))
+        layer = Layer(meta["chain_id"], meta["diff_id"], meta["parent"], int(meta["size"]),
+                      os.path.join(d, "diff"))
+        self._known[chain] = layer
+        return layer
 
     def create(self, parent: str, apply: Callable[[str], tuple[str, int]],
                expected_diff_id: str | None = None) -> Layer:
@@ -109,6 +117,7 @@ class LayerStore:
     def remove(self, chain: str) -> None:
         """Remove a layer (the caller knows nothing uses it any more)."""
         d = self._dir(chain)
+        self._known.pop(chain, None)
         if not os.path.exists(d):
             raise NotFound(f"layer does not exist: {chain}", obj=chain)
         gone = os.path.join(self.root, f"tmp-{uuid.uuid4().hex}")
