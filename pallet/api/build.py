@@ -9,6 +9,7 @@ parameters, the progress as a stream of JSON messages (api/distribution.stream).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -137,6 +138,15 @@ async def build(request: web.Request) -> web.StreamResponse:
         os.unlink(path)
 
 
+async def prune(request: web.Request) -> web.Response:
+    """``POST /build/prune`` (docker builder prune, docker system prune)."""
+    q = request.rel_url.query
+    params.filters(q.get("filters"))  # checked; the classic cache has no ages to filter
+    return web.json_response(await asyncio.to_thread(
+        engine(request).builds.prune_cache, params.boolean(q.get("all"))))
+
+
 def add_routes(add: object) -> None:
     assert callable(add)
     add("POST", "/build", build)
+    add("POST", "/build/prune", prune)

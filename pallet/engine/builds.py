@@ -88,6 +88,48 @@ class BuildService:
                     snaps.unmount(point)
                 shutil.rmtree(path, ignore_errors=True)
 
+    def cache_records(self) -> list[dict[str, Any]]:
+        """The build cache as `system df` shows it: the steps earlier builds made."""
+        images, out = self.images, []
+        for image_id in images.db.steps():
+            row = images.db.image(image_id)
+            if row is None:
+                continue
+            cfg = images.config(image_id)
+            history = cfg.get("history") or [{}]
+            own = 0 if history[-1].get("empty_layer") else row.size - (
+                row_size(images, images.db.parent_of(image_id)))
+            out.append({
+                "ID": image_id[7:19], "Parent": images.db.parent_of(image_id)[7:19],
+                "Type": "regular", "Description": history[-1].get("created_by", ""),
+                "InUse": bool(images.db.tags_of(image_id) or images.db.children_of(image_id)
+                              or images.in_use(image_id)),
+                "Shared": False, "Size": max(own, 0), "CreatedAt": row.created,
+                "LastUsedAt": None, "UsageCount": 0})
+        return out
+
+    def prune_cache(self, all_: bool = False) -> dict[str, Any]:
+        """``POST /build/prune``: the steps no image, container or name needs go (and the
+        steps under them nothing else needs); with ``all_`` the steps still needed stop
+        being a cache too. A classic builder's cache is its step images."""
+        images = self.images
+        before_size = images.layers_size()
+        before = set(images.db.steps())
+        forgotten = []
+        for image_id in images.db.steps():
+            if images.db.image(image_id) is None:
+                continue
+            if (images.db.tags_of(image_id) or images.db.digests_of(image_id)
+                    or images.db.children_of(image_id) or images.in_use(image_id)):
+                if all_:
+                    images.db.forget_cache_key(image_id)
+                    forgotten.append(image_id)
+                continue
+            images.delete(image_id)
+        gone = sorted(before - set(images.db.steps()))
+        return {"CachesDeleted": gone or None,
+                "SpaceReclaimed": before_size - images.layers_size()}
+
     async def build(self, body: BinaryIO, opts: Options, emit: Emit) -> str:
         """Build from the context tar ``body``; the image id. Messages go to ``emit``."""
         for t in opts.tags:
@@ -112,6 +154,11 @@ class BuildService:
             for t in opts.tags:
                 emit({"stream": f"Successfully tagged {reference.parse(t).familiar()}\n"})
         return image_id
+
+
+def row_size(images: ImageService, image_id: str) -> int:
+    row = images.db.image(image_id) if image_id else None
+    return row.size if row is not None else 0
 
 
 def _read_dockerfile(ctx: str, name: str) -> str:

@@ -75,4 +75,4 @@ class Engine:
                 c["SizeRw"] = int(c.get("SizeRw") or 0) + logfile.size(doc["LogPath"])
         return {"LayersSize": self.images.layers_size(), "Images": images,
                 "Containers": containers, "Volumes": self.volumes.disk_usage(),
-                "BuildCache": []}
+                "BuildCache": self.builds.cache_records()}

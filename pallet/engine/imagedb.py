@@ -183,6 +183,17 @@ class ImageDB:
         """Every image some other image was built on."""
         return {str(r[0]) for r in self._q("SELECT DISTINCT parent FROM image_parents")}
 
+    def steps(self) -> list[str]:
+        """The images builds made as cached steps, newest first."""
+        return [str(r[0]) for r in self._q(
+            "SELECT p.image_id FROM image_parents p JOIN images i ON i.id = p.image_id "
+            "WHERE p.cache_key != '' ORDER BY i.created DESC")]
+
+    def forget_cache_key(self, image_id: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE image_parents SET cache_key = '' WHERE image_id = ?",
+                      (image_id,))
+
     def cached(self, parent: str, cache_key: str) -> str | None:
         """The image a build step with ``cache_key`` made on ``parent`` before."""
         rows = self._q("SELECT image_id FROM image_parents WHERE parent = ? AND cache_key = ? "

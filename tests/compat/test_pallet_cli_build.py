@@ -387,3 +387,28 @@ def test_chown_chmod_and_force_rm(pd: Palletd, made: list[str], tmp_path: Path) 
         "Dockerfile": f"FROM {IMAGE}\n"})))
     assert missing.returncode != 0  # --pull pulls; a local-only base is no fallback
     assert "failed to get base image" in missing.stderr, missing.stderr
+
+
+def test_build_cache_in_system_df_and_its_prune(pd: Palletd, made: list[str],
+                                                tmp_path: Path) -> None:
+    """The classic builder's cache is its step images: `system df` counts them, `builder
+    prune` takes the ones nothing needs (a stage no image was made from), `-a` stops
+    the rest being a cache, and `system prune` (which asks for it) goes through."""
+    ref = "pallet-test/cli-cache-prune:1"
+    made.append(ref)
+    ctx = write(tmp_path, {"Dockerfile": (
+        f"FROM {IMAGE} AS side\nRUN echo side > /s\n"
+        f"FROM {IMAGE}\nENV NONCE={uuid.uuid4().hex}\nRUN echo main > /m\n")})
+    ok(pd, "build", "-t", ref, str(ctx))
+    ok(pd, "build", "--target", "side", str(ctx))  # leaves a dangling step
+    df = pd.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}").stdout
+    assert "Build Cache 3 2" in df, df  # ENV and RUN of the main stage (needed), side RUN
+    out = pd.docker("builder", "prune", "-f").stdout
+    assert "Deleted build cache objects" in out and "Total reclaimed space" in out, out
+    after = pd.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout
+    assert "Build Cache 2" in after, after  # the main stage's steps: the image needs them
+    again = ok(pd, "build", "-t", ref, str(ctx))
+    assert "Using cache" in again
+    pd.docker("builder", "prune", "-a", "-f")
+    assert "Using cache" not in ok(pd, "build", "-t", ref, str(ctx))
+    assert pd.docker("system", "prune", "-f").returncode == 0
