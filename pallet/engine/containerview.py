@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
+def rfc3339(ts: float) -> str:
+    """A time as the Engine API writes it (nanoseconds); 0 is Go's zero time."""
+    if not ts:
+        return ZERO_TIME
+    return logfile.rfc3339_nano(int(ts * 1_000_000_000))
+
+
 def state_of(status: str) -> dict[str, Any]:
     """The State fields a change to ``status`` sets (a new container: all of them)."""
     flags: dict[str, Any] = {"Status": status, "Running": status in ("running", "paused"),
