@@ -14,7 +14,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from pallet.build.changes import parse_changes
 from pallet.build.patterns import go_match as path_match
@@ -280,9 +280,11 @@ class ImageService:
 
     # --- the building blocks pull, load and build use ----------------------------------
 
-    def unpack(self, parent_chain: str, blob: Digest, diff_id: str | None = None) -> Layer:
+    def unpack(self, parent_chain: str, blob: Digest, diff_id: str | None = None,
+               progress: Callable[[int], None] | None = None) -> Layer:
         """The layer for ``blob`` (a layer tar in the content store, any compression) on
-        top of ``parent_chain``: unpacked once, reused when it exists already."""
+        top of ``parent_chain``: unpacked once, reused when it exists already.
+        ``progress`` hears how many bytes of the blob were read so far."""
         if diff_id:
             from pallet.storage.layers import chain_id
 
@@ -290,7 +292,8 @@ class ImageService:
             if self.layers.exists(existing):
                 return self.layers.get(existing)
         with self.store.open(blob) as f:
-            return self.unpack_from(parent_chain, f, diff_id)
+            return self.unpack_from(parent_chain, f if progress is None else cast(
+                BinaryIO, _Counted(f, progress)), diff_id)
 
     def unpack_from(self, parent_chain: str, stream: BinaryIO,
                     diff_id: str | None = None) -> Layer:
@@ -530,6 +533,22 @@ class ImageService:
 
     def layers_size(self) -> int:
         return sum(layer.size for layer in self.layers.all())
+
+
+class _Counted:
+    """A reader that tells ``on_read`` how far it got (the Extracting bar)."""
+
+    def __init__(self, inner: BinaryIO, on_read: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._on_read = on_read
+        self._done = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        if data:
+            self._done += len(data)
+            self._on_read(self._done)
+        return data
 
 
 class _IterStream:

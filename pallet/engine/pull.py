@@ -22,10 +22,18 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from pallet.engine.distribution import CONCURRENCY, Emit, Reporter, registry_client
+from pallet.engine.distribution import (
+    CONCURRENCY,
+    PROGRESS_INTERVAL,
+    Emit,
+    Reporter,
+    registry_client,
+)
 from pallet.engine.events import make_event
 from pallet.engine.images import ImageService
 from pallet.errors import InvalidArgument, NotFound, PalletError
@@ -225,7 +233,7 @@ class _Pull:
             if not lay.present and not streamed:
                 self.report.progress("Extracting", lay.ident, 0, lay.desc.size, force=True)
                 await asyncio.to_thread(self.svc.unpack, lay.parent, lay.desc.digest,
-                                        lay.diff_id)
+                                        lay.diff_id, self._extracting(lay))
                 self.report.status("Pull complete", lay.ident)
             unpacked[lay.index].set()
 
@@ -235,6 +243,20 @@ class _Pull:
                     tasks.create_task(one(lay))
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+
+    def _extracting(self, lay: _Layer) -> Callable[[int], None]:
+        """A callback for the unpack's thread: the Extracting bar, as often as the
+        reporter draws it, drawn on the event loop."""
+        loop = asyncio.get_running_loop()
+        last = [0.0]
+
+        def tick(done: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL and done < lay.desc.size:
+                last[0] = now
+                loop.call_soon_threadsafe(self.report.progress, "Extracting", lay.ident,
+                                          done, lay.desc.size)
+        return tick
 
     async def _download(self, lay: _Layer, slots: asyncio.Semaphore,
                         unpack: bool = False) -> bool:
@@ -251,13 +273,15 @@ class _Pull:
             ingest = await asyncio.to_thread(store.ingest, desc.digest, desc.size)
             growing: Growing | None = None
             unpacking: asyncio.Task[object] | None = None
+            shown = False
             try:
                 done = ingest.offset  # what an interrupted attempt left: resume from there
                 self.report.progress("Downloading", lay.ident, done, desc.size, force=True)
                 if unpack and done == 0 and desc.size > 0:
                     # The diff id (from the config, which the manifest's digest covers)
                     # is checked on the unpacked content; the blob's own digest at commit.
-                    growing = Growing(ingest.path)
+                    tick = self._extracting(lay)
+                    growing = Growing(ingest.path, lambda n: tick(n) if shown else None)
                     unpacking = asyncio.create_task(asyncio.to_thread(
                         self.svc.unpack_from, lay.parent, cast(BinaryIO, growing),
                         lay.diff_id))
@@ -284,7 +308,10 @@ class _Pull:
                         f"{exc}", op="pull", obj=str(desc.digest)) from exc
                 self.report.status("Download complete", lay.ident)
                 if unpacking is not None:
-                    self.report.progress("Extracting", lay.ident, 0, desc.size, force=True)
+                    assert growing is not None
+                    self.report.progress("Extracting", lay.ident, growing.position, desc.size,
+                                         force=True)
+                    shown = True  # from here on the bar is the unpack's
                     await unpacking
                     self.report.status("Pull complete", lay.ident)
                     return True
@@ -307,8 +334,9 @@ class Growing:
     are not there yet, and ends (b"") when the download has ended. The unpack reads it
     in a worker thread; the download's writes (the event loop) say how far it got."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, on_read: Callable[[int], None] | None = None) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._on_read = on_read
         self._pos = 0
         self._written = 0
         self._ended = False
@@ -338,7 +366,13 @@ class Growing:
             data = os.pread(self._fd, available if size < 0 else min(size, available),
                             self._pos)
             self._pos += len(data)
-            return data
+        if self._on_read is not None:
+            self._on_read(self._pos)
+        return data
+
+    @property
+    def position(self) -> int:
+        return self._pos
 
     def close(self) -> None:
         with self._cond:
