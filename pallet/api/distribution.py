@@ -48,12 +48,15 @@ def registry_auth(header: str | None) -> tuple[Credentials | None, str]:
 def auth_config(doc: dict[str, Any]) -> tuple[Credentials | None, str]:
     """(credentials, server address) from Docker's AuthConfig JSON."""
     user, password = str(doc.get("username") or ""), str(doc.get("password") or "")
+    identity = str(doc.get("identitytoken") or "")
     if not user and isinstance(doc.get("auth"), str) and doc["auth"]:
         try:
             user, _, password = base64.b64decode(doc["auth"]).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"invalid auth configuration: {exc}") from None
     server = str(doc.get("serveraddress") or "")
+    if identity:
+        return Credentials(user, "", identity), server
     return (Credentials(user, password) if user else None), server
 
 
@@ -136,12 +139,12 @@ async def login(request: web.Request) -> web.Response:
         raise InvalidArgument("invalid auth configuration: not a JSON object")
     creds, server = auth_config(doc)
     try:
-        await distribution.login(engine(request).cfg, server, creds)
+        identity = await distribution.login(engine(request).cfg, server, creds)
     except Unauthorized as exc:
         # dockerd answers 401 here (and only here: a pull's 401 would make the docker CLI
         # prompt for a password).
         raise web.HTTPUnauthorized(text=str(exc)) from None
-    return web.json_response({"Status": "Login Succeeded", "IdentityToken": ""})
+    return web.json_response({"Status": "Login Succeeded", "IdentityToken": identity})
 
 
 def add_routes(add: object) -> None:

@@ -161,14 +161,14 @@ def registry_config() -> str:
         auths = {}
     doc: dict[str, dict[str, str]] = {}
     if auths:
+        from pallet.cli.distribution import auth_doc
         from pallet.image.registry.credentials import CredentialStore
 
         store = CredentialStore()
         for key in auths:
             creds = store.get(key)
             if creds is not None:
-                doc[key] = {"username": creds.username, "password": creds.password,
-                            "serveraddress": key}
+                doc[key] = auth_doc(creds, key)
     return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
 
 

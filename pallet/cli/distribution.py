@@ -39,8 +39,7 @@ def registry_auth(registry: str, store: CredentialStore | None = None) -> str:
     creds = (store or CredentialStore()).get(registry)
     doc: dict[str, str] = {}
     if creds is not None:
-        doc = {"username": creds.username, "password": creds.password,
-               "serveraddress": config_key(registry)}
+        doc = auth_doc(creds, config_key(registry))
     return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
 
 
@@ -189,8 +188,7 @@ def login(host: str | None, argv: list[str]) -> int:
             _check(t, server, stored)
             sys.stdout.write("Login Succeeded\n")
             return 0
-        creds = _ask(user, password)
-        _check(t, server, creds)
+        creds = _check(t, server, _ask(user, password))
         store.store(server, creds)
     except PalletError as exc:
         sys.stderr.write(f"Error: {exc}\n")
@@ -217,10 +215,29 @@ def _ask(user: str, password: str) -> Credentials:
     return Credentials(user, password)
 
 
-def _check(t: Transport, server: str, creds: Credentials) -> None:
-    body = json.dumps({"username": creds.username, "password": creds.password,
-                       "serveraddress": server}).encode()
-    t.request("POST", "/auth", body=body).close()
+def _check(t: Transport, server: str, creds: Credentials) -> Credentials:
+    """What to keep: the credentials, or (when the registry's token server hands one
+    out, as the docker CLI keeps it) the user and an identity token instead of the
+    password."""
+    body = json.dumps(auth_doc(creds, server)).encode()
+    resp = t.request("POST", "/auth", body=body)
+    try:
+        reply = json.loads(resp.read() or b"{}")
+    finally:
+        resp.close()
+    identity = reply.get("IdentityToken") if isinstance(reply, dict) else None
+    if isinstance(identity, str) and identity:
+        return Credentials(creds.username, "", identity)
+    return creds
+
+
+def auth_doc(creds: Credentials, server: str) -> dict[str, str]:
+    """Docker's AuthConfig for ``creds``: an identity token goes instead of a password."""
+    if creds.identity_token:
+        return {"username": creds.username, "identitytoken": creds.identity_token,
+                "serveraddress": server}
+    return {"username": creds.username, "password": creds.password,
+            "serveraddress": server}
 
 
 def logout(host: str | None, argv: list[str]) -> int:

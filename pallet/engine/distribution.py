@@ -76,19 +76,22 @@ async def registry_client(cfg: DaemonConfig, registry: str,
                              mirror_map(cfg.registry_mirrors))
 
 
-async def login(cfg: DaemonConfig, server: str, creds: Credentials | None) -> None:
+async def login(cfg: DaemonConfig, server: str, creds: Credentials | None) -> str:
     """``POST /auth``: do these credentials open ``server``? (GET /v2/ through the
-    challenge: basic auth resent with them, or a token asked for with them.)"""
+    challenge: basic auth resent with them, or a token asked for with them.) The
+    identity token (OAuth2 refresh token) a token server hands out for them, if any."""
     from pallet.image.registry.credentials import hostname
 
     registry = hostname(server) if server else "docker.io"
     async with registry_client(cfg, registry, creds) as client:
+        client.auth.offline = creds is not None and not creds.identity_token
         try:
             await client.ping(registry)
         except Unauthorized as exc:
             url = origin(registry, cfg.insecure_registries).url("")
             raise Unauthorized(f"login attempt to {url} failed with status: 401 Unauthorized",
                                op="login", obj=registry) from exc
+        return client.auth.refresh_token
 
 
 # --- Docker's progress messages ------------------------------------------------------------

@@ -3,6 +3,7 @@ auth end to end through palletd, and bad input answered with the right status.""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -62,9 +63,34 @@ def test_token_auth_end_to_end(clients: Clients, registry_token: Registry) -> No
     assert denied.returncode != 0 and "unauthorized" in (denied.stdout + denied.stderr).lower()
     clients.docker("login", "-u", reg.username, "--password-stdin", reg.host,
                    stdin=reg.password)
+    # The token server handed palletd a refresh token at login: the docker CLI keeps that
+    # identity token instead of the password, and every later token is asked for with it.
+    with open(os.path.join(clients.config, "config.json")) as f:
+        entry = json.load(f)["auths"][reg.host]
+    assert entry["identitytoken"] and "password" not in entry
+    assert base64.b64decode(entry["auth"]).decode() == f"{reg.username}:"
+    server = reg.token_server
+    assert server is not None
+    server.requests.clear()
     assert "Pushed" in clients.docker("push", f"{name}:1").stdout
     clients.docker("rmi", f"{name}:1")
     assert "Pull complete" in clients.docker("pull", f"{name}:1").stdout
+    asked = {who for who, _ in server.requests}
+    assert asked == {f"refresh:{reg.username}"}, server.requests
+    # the pallet CLI reads that entry the same way, and stores one itself at its login
+    clients.docker("rmi", f"{name}:1")
+    assert clients.pallet("pull", f"{name}:1").returncode == 0
+    clients.docker("logout", reg.host)
+    out = clients.pallet("login", "-u", reg.username, "--password-stdin", reg.host,
+                         stdin=reg.password)
+    assert out.returncode == 0, out.stderr
+    with open(os.path.join(clients.config, "config.json")) as f:
+        assert json.load(f)["auths"][reg.host]["identitytoken"]
+    server.refresh_tokens.clear()  # revoked: the stored identity token opens nothing now
+    server.requests.clear()
+    clients.docker("rmi", f"{name}:1")
+    denied = clients.docker("pull", f"{name}:1", check=False)
+    assert denied.returncode != 0
     clients.docker("logout", reg.host)
 
 

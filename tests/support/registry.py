@@ -61,6 +61,10 @@ class TokenServer:
     action they ask for, anonymous callers get ``pull`` only (or nothing when
     ``anonymous_pull`` is False), a wrong password gets 401. ``requests`` records each
     call as (user or "", [scopes]) so tests can see the client's token caching.
+
+    With ``offline_token=true`` a known user also gets a ``refresh_token``, which
+    ``POST /token`` (grant_type=refresh_token, OAuth2's form) takes instead of the
+    password, as Docker Hub's identity tokens; those calls record ("refresh:" + user).
     """
 
     key_path: str
@@ -69,6 +73,7 @@ class TokenServer:
     anonymous_pull: bool = True
     expires_in: int = 300
     requests: list[tuple[str, list[str]]] = field(default_factory=list)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -147,15 +152,33 @@ def _token_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(400, {"details": "unknown service"})
                 return
             token = server.issue(user, scopes)
-            self._reply(
-                200,
-                {
-                    "token": token,
-                    "access_token": token,
-                    "expires_in": server.expires_in,
-                    "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-            )
+            body: dict[str, Any] = {
+                "token": token,
+                "access_token": token,
+                "expires_in": server.expires_in,
+                "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            if user and query.get("offline_token") == ["true"]:
+                refresh = uuid.uuid4().hex
+                server.refresh_tokens[refresh] = user
+                body["refresh_token"] = refresh
+            self._reply(200, body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode())
+            scopes = [s for value in form.get("scope", []) for s in value.split(" ") if s]
+            user = server.refresh_tokens.get((form.get("refresh_token") or [""])[0], "")
+            server.requests.append(("refresh:" + user, scopes))
+            if form.get("grant_type") != ["refresh_token"] or not user:
+                self._reply(401, {"error": "invalid_grant"})
+                return
+            if form.get("service") != [SERVICE]:
+                self._reply(400, {"details": "unknown service"})
+                return
+            token = server.issue(user, scopes)
+            self._reply(200, {"access_token": token, "expires_in": server.expires_in,
+                              "scope": " ".join(scopes)})
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()

@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -35,6 +36,8 @@ MIN_TOKEN_LIFETIME = 60
 EXPIRY_MARGIN = 10.0
 TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=15)
 MAX_TOKEN_RESPONSE = 1 << 20
+# Who asks, in OAuth2 requests (docker sends "docker").
+CLIENT_ID = "pallet"
 
 Clock = Callable[[], float]
 
@@ -138,12 +141,7 @@ def parse_token_response(body: bytes) -> tuple[str, float]:
 
     Docker Hub answers both ``token`` and ``access_token`` (OAuth2's name); either will do.
     """
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise SystemFailure(f"token server answered non-JSON: {body[:80]!r}") from exc
-    if not isinstance(doc, dict):
-        raise SystemFailure("token server answered JSON that is not an object")
+    doc = _token_doc(body)
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:
         raise SystemFailure("token server answered without a token")
@@ -151,6 +149,22 @@ def parse_token_response(body: bytes) -> tuple[str, float]:
     if not isinstance(lifetime, int | float) or lifetime < MIN_TOKEN_LIFETIME:
         lifetime = MIN_TOKEN_LIFETIME
     return token, float(lifetime)
+
+
+def refresh_token_of(body: bytes) -> str:
+    """The OAuth2 refresh token a login's token answer carries ("" when none)."""
+    token = _token_doc(body).get("refresh_token")
+    return token if isinstance(token, str) else ""
+
+
+def _token_doc(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise SystemFailure(f"token server answered non-JSON: {body[:80]!r}") from exc
+    if not isinstance(doc, dict):
+        raise SystemFailure("token server answered JSON that is not an object")
+    return doc
 
 
 async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -232,6 +246,9 @@ class Authenticator:
         self.tokens = TokenCache(clock)
         self._challenges: dict[str, Challenge] = {}
         self._locks: dict[tuple[str, tuple[str, ...]], asyncio.Lock] = {}
+        # login asks for a refresh token (docker's offline_token) and keeps it here
+        self.offline = False
+        self.refresh_token = ""
 
     def _creds(self, registry: str) -> Credentials | None:
         return self._credentials.get(registry) if self._credentials is not None else None
@@ -306,11 +323,24 @@ class Authenticator:
         params = [("scope", s) for s in scopes]
         if challenge.service:
             params.insert(0, ("service", challenge.service))
-        headers = {"Authorization": basic_authorization(creds)} if creds is not None else {}
+        headers = {}
+        if creds is not None and not creds.identity_token:
+            headers["Authorization"] = basic_authorization(creds)
+        if self.offline:
+            params += [("offline_token", "true"), ("client_id", CLIENT_ID)]
         try:
-            async with self._session.get(
-                challenge.realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT
-            ) as resp:
+            if creds is not None and creds.identity_token:
+                # OAuth2's refresh grant, as docker sends an identity token
+                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": CLIENT_ID, "scope": " ".join(scopes)}
+                if challenge.service:
+                    form["service"] = challenge.service
+                request = self._session.post(challenge.realm, data=form,
+                                             timeout=TOKEN_TIMEOUT)
+            else:
+                request = self._session.get(challenge.realm, params=params, headers=headers,
+                                            timeout=TOKEN_TIMEOUT)
+            async with request as resp:
                 body = await read_limited(resp, MAX_TOKEN_RESPONSE)
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -337,4 +367,6 @@ class Authenticator:
                 op="authenticate",
                 obj=registry,
             )
+        if self.offline:
+            self.refresh_token = refresh_token_of(body) or self.refresh_token
         return parse_token_response(body)

@@ -147,6 +147,7 @@ class RegistryClient:
         upload_chunk: int = UPLOAD_CHUNK,
     ) -> None:
         auth = Authenticator(session, credentials)
+        self.auth = auth
         self._t = Transport(session, auth, insecure, mirrors or {}, retry or RetryPolicy())
         self._upload_chunk = upload_chunk
 

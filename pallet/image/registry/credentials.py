@@ -33,6 +33,9 @@ DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.dock
 class Credentials:
     username: str
     password: str
+    # An OAuth2 refresh token a token server handed out at login instead of keeping the
+    # password (docker's "identitytoken"): tokens are asked for with it, no password.
+    identity_token: str = ""
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, password=<hidden>)"
@@ -117,6 +120,16 @@ class CredentialStore:
         return None
 
     def _decode(self, key: str, entry: dict[str, Any]) -> Credentials | None:
+        identity = entry.get("identitytoken")
+        if isinstance(identity, str) and identity:
+            user = ""
+            auth = entry.get("auth")
+            if isinstance(auth, str) and auth:
+                try:
+                    user = base64.b64decode(auth).decode().partition(":")[0]
+                except (binascii.Error, UnicodeDecodeError):
+                    user = ""
+            return Credentials(user, "", identity)
         auth = entry.get("auth")
         if isinstance(auth, str) and auth:
             try:
@@ -145,7 +158,10 @@ class CredentialStore:
         for key in [k for k in auths if hostname(k) == host]:
             del auths[key]
         raw = f"{creds.username}:{creds.password}".encode()
-        auths[config_key(registry)] = {"auth": base64.b64encode(raw).decode("ascii")}
+        entry = {"auth": base64.b64encode(raw).decode("ascii")}
+        if creds.identity_token:  # as the docker CLI keeps one: the user, no password
+            entry["identitytoken"] = creds.identity_token
+        auths[config_key(registry)] = entry
         self._write(doc)
 
     def erase(self, registry: str) -> bool:
