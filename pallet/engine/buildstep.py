@@ -494,7 +494,7 @@ class Step:
         created = await asyncio.to_thread(svc.create, body)
         cid = created["Id"]
         self.say(f" ---> Running in {cid[:12]}\n")
-        ok = False
+        ok = removed = False
         try:
             reader, writer, _ = await svc.monitor.open_stream(
                 "attach", id=cid, stdin=False, stdout=True, stderr=True, wait_start=True)
@@ -514,8 +514,14 @@ class Step:
             image_id = await asyncio.to_thread(self._commit_container, cid, created_by, key)
             ok = True
             return image_id
+        except asyncio.CancelledError:
+            # Another stage failed (or the client went away): this step did not fail, and
+            # its container is no failed step's to look into. It goes, running or not.
+            removed = True
+            await asyncio.shield(svc.remove(cid, force=True, volumes=True))
+            raise
         finally:
-            if opts.force_rm or (ok and opts.rm):
+            if not removed and (opts.force_rm or (ok and opts.rm)):
                 await svc.remove(cid, force=True, volumes=True)
                 self.say(f" ---> Removed intermediate container {cid[:12]}\n")
 

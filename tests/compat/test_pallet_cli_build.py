@@ -412,3 +412,17 @@ def test_build_cache_in_system_df_and_its_prune(pd: Palletd, made: list[str],
     pd.docker("builder", "prune", "-a", "-f")
     assert "Using cache" not in ok(pd, "build", "-t", ref, str(ctx))
     assert pd.docker("system", "prune", "-f").returncode == 0
+
+
+def test_a_failed_stage_stops_the_others_and_leaves_only_its_container(
+        pd: Palletd, made: list[str], tmp_path: Path) -> None:
+    ctx = write(tmp_path, {"Dockerfile": (
+        f"FROM {IMAGE} AS slow\nRUN sleep 30\n"
+        f"FROM {IMAGE} AS broken\nRUN sleep 1; exit 5\n"
+        f"FROM {IMAGE}\nCOPY --from=slow /etc/hostname /a\nCOPY --from=broken /etc/hostname /b\n")})
+    started = time.monotonic()
+    out = pallet(pd, "build", str(ctx))
+    assert out.returncode == 5, out.stdout + out.stderr
+    assert time.monotonic() - started < 20  # not waiting for the slow stage's 30 s
+    left = pd.docker("ps", "-a", "--format", "{{.Status}}").stdout.splitlines()
+    assert len(left) == 1 and left[0].startswith("Exited (5)"), left  # the failed step's
