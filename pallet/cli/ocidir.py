@@ -24,16 +24,24 @@ class _Chunks:
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buf = b""
+        self._buf = memoryview(b"")  # what is left of the current chunk: no copies of it
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            self._buf += chunk
-        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
-        return out
+        out: list[bytes] = []
+        want = n
+        while want != 0:
+            if not self._buf:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._buf = memoryview(chunk)
+                continue
+            take = self._buf if want < 0 else self._buf[:want]
+            out.append(bytes(take))
+            self._buf = self._buf[len(take):]
+            if want > 0:
+                want -= len(take)
+        return b"".join(out)
 
 
 def extract_layout(chunks: Iterator[bytes], directory: str) -> None:
