@@ -10,8 +10,6 @@ parameters, the progress as a stream of JSON messages (api/distribution.stream).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import os
 import tempfile
@@ -21,14 +19,13 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from pallet.api import params
-from pallet.api.distribution import auth_config, stream
+from pallet.api.distribution import auth_config, json_header, stream
 from pallet.api.system import engine
 from pallet.engine.builds import Options
 from pallet.errors import InvalidArgument, NotSupported
 from pallet.image.registry import Credentials
 from pallet.image.registry.credentials import hostname
-
-_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+from pallet.storage import magic
 
 
 def _json(q: MultiMapping[str], key: str, kind: type) -> Any:
@@ -59,11 +56,7 @@ def registry_config(header: str | None) -> dict[str, Credentials]:
     client has, for the build's pulls; by registry host."""
     if not header:
         return {}
-    try:
-        raw = base64.urlsafe_b64decode(header.strip() + "=" * (-len(header.strip()) % 4))
-        doc = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument(f"invalid X-Registry-Config header: {exc}") from None
+    doc = json_header(header, "X-Registry-Config")
     out: dict[str, Credentials] = {}
     for key, entry in (doc.items() if isinstance(doc, dict) else []):
         if isinstance(entry, dict):
@@ -127,7 +120,7 @@ async def build(request: web.Request) -> web.StreamResponse:
                 if len(head) < 8:
                     head += chunk[:8]
                 f.write(chunk)
-            if not head.startswith(_COMPRESSED):
+            if not magic.compressed(head):
                 # The docker CLI ends the tar it sends after the last file's data: no
                 # padding, no end-of-archive blocks (Go's reader takes that; tarfile
                 # wants them). Zero blocks after a whole archive change nothing.

@@ -35,14 +35,19 @@ def registry_auth(header: str | None) -> tuple[Credentials | None, str]:
     ``auth``, base64 "user:password"); "" or ``e30=`` ({}) mean anonymous."""
     if not header:
         return None, ""
-    try:
-        raw = base64.urlsafe_b64decode(header.strip() + "=" * (-len(header.strip()) % 4))
-        doc = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument(f"invalid X-Registry-Auth header: {exc}") from None
+    doc = json_header(header, "X-Registry-Auth")
     if not isinstance(doc, dict):
         raise InvalidArgument("invalid X-Registry-Auth header: not a JSON object")
     return auth_config(doc)
+
+
+def json_header(value: str, name: str) -> Any:
+    """A header docker sends as base64url JSON (padding optional), decoded."""
+    value = value.strip()
+    try:
+        return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument(f"invalid {name} header: {exc}") from None
 
 
 def auth_config(doc: dict[str, Any]) -> tuple[Credentials | None, str]:

@@ -8,12 +8,12 @@ when Docker removes them, not by the parser.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pallet.errors import InvalidArgument
+from pallet.oci.duration import parse_go_duration
 
 
 class DockerfileError(InvalidArgument):
@@ -164,14 +164,9 @@ class Copy(Command):
 
 
 @dataclass(frozen=True)
-class Add(Command):
-    sources: tuple[str, ...]
-    dest: str
-    from_: str | None = None
-    chown: str | None = None
-    chmod: str | None = None
-    link: bool = False
-    heredocs: tuple[Heredoc, ...] = ()
+class Add(Copy):
+    """COPY's fields, and what only ADD has."""
+
     checksum: str | None = None
     keep_git_dir: bool = False
 
@@ -242,46 +237,7 @@ class Dockerfile:
 
 # -- Go durations -------------------------------------------------------------------------
 
-_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,
-    "\u03bcs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
-
-
 def parse_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``500ms``, ``1.5h``): the
     syntax HEALTHCHECK flags are written in. Raises ValueError with Go's message."""
-    invalid = ValueError(f'time: invalid duration "{text}"')
-    rest = text
-    sign = 1
-    if rest[:1] in ("-", "+"):
-        sign = -1 if rest[0] == "-" else 1
-        rest = rest[1:]
-    if rest == "0":
-        return 0
-    if not rest:
-        raise invalid
-    total = 0
-    while rest:
-        match = _DURATION_PART.match(rest)
-        assert match is not None  # the pattern can match the empty string
-        whole, frac, unit = match.group(1), match.group(2), match.group(3)
-        if not whole and not frac:
-            raise invalid
-        if not unit:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _UNITS:
-            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        scale = _UNITS[unit]
-        total += int(whole or "0") * scale
-        if frac:
-            total += int(frac) * scale // 10 ** len(frac)
-        rest = rest[match.end() :]
-    return sign * total
+    return parse_go_duration(text)

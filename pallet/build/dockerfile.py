@@ -12,6 +12,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from pallet.build.commands import (
     Add,
@@ -397,43 +398,26 @@ def _sources(node: Node, keyword: str) -> tuple[tuple[str, ...], str, tuple[Here
 
 
 def _copy(node: Node) -> Copy:
-    flags = _flags(node, {"chown": _STRING, "chmod": _STRING, "from": _STRING, "link": _BOOL})
-    sources, dest, docs = _sources(node, "COPY")
-    return Copy(
-        node.line,
-        node.original,
-        sources,
-        dest,
-        from_=_one(flags, "from") or None,
-        chown=_one(flags, "chown") or None,
-        chmod=_one(flags, "chmod") or None,
-        link=_one(flags, "link") == "true",
-        heredocs=docs,
-    )
+    flags, common = _copying(node, "COPY", {"from": _STRING})
+    return Copy(**common, from_=_one(flags, "from") or None)
 
 
 def _add(node: Node) -> Add:
-    spec = {
-        "chown": _STRING,
-        "chmod": _STRING,
-        "link": _BOOL,
-        "keep-git-dir": _BOOL,
-        "checksum": _STRING,
-    }
-    flags = _flags(node, spec)
-    sources, dest, docs = _sources(node, "ADD")
-    return Add(
-        node.line,
-        node.original,
-        sources,
-        dest,
-        chown=_one(flags, "chown") or None,
-        chmod=_one(flags, "chmod") or None,
-        link=_one(flags, "link") == "true",
-        heredocs=docs,
-        checksum=_one(flags, "checksum") or None,
-        keep_git_dir=_one(flags, "keep-git-dir") == "true",
-    )
+    flags, common = _copying(node, "ADD", {"keep-git-dir": _BOOL, "checksum": _STRING})
+    return Add(**common, checksum=_one(flags, "checksum") or None,
+               keep_git_dir=_one(flags, "keep-git-dir") == "true")
+
+
+def _copying(node: Node, keyword: str, own: Mapping[str, str]) -> tuple[
+        dict[str, list[str]], dict[str, Any]]:
+    """COPY's and ADD's flags (the shared ones and ``own``), and the fields the two
+    commands share."""
+    flags = _flags(node, {"chown": _STRING, "chmod": _STRING, "link": _BOOL, **own})
+    sources, dest, docs = _sources(node, keyword)
+    return flags, {"line": node.line, "original": node.original, "sources": sources,
+                   "dest": dest, "chown": _one(flags, "chown") or None,
+                   "chmod": _one(flags, "chmod") or None,
+                   "link": _one(flags, "link") == "true", "heredocs": docs}
 
 
 def _healthcheck(node: Node) -> Healthcheck:

@@ -78,24 +78,14 @@ def ram_in_bytes(text: str) -> int:
 
 def _duration_ns(text: str) -> int:
     """A Go duration (30s, 1m30s, 500ms) in nanoseconds."""
-    units = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-             "m": 60_000_000_000, "h": 3_600_000_000_000}
-    total, num, i = 0.0, "", 0
-    while i < len(text):
-        c = text[i]
-        if c.isdigit() or c == ".":
-            num += c
-            i += 1
-            continue
-        unit = text[i:i + 2] if text[i:i + 2] in units else c
-        if unit not in units or not num:
-            raise UsageError(f'invalid duration "{text}"')
-        total += float(num) * units[unit]
-        num = ""
-        i += len(unit)
-    if num:
-        raise UsageError(f'time: missing unit in duration "{text}"')
-    return int(total)
+    from pallet.oci.duration import parse_go_duration
+
+    try:
+        return parse_go_duration(text)
+    except ValueError as exc:
+        if "missing unit" in str(exc):
+            raise UsageError(str(exc)) from None
+        raise UsageError(f'invalid duration "{text}"') from None
 
 
 def _kv(items: list[str]) -> dict[str, str]:

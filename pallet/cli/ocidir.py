@@ -16,39 +16,16 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from pallet.storage.chunks import ChunkReader
+
 _LAYOUT_NAME = re.compile(r"(oci-layout|index\.json|blobs/[a-z0-9]+/[a-f0-9]{32,128})")
-
-
-class _Chunks:
-    """A readable file over an iterator of chunks (tarfile's stream mode reads it)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = memoryview(b"")  # what is left of the current chunk: no copies of it
-
-    def read(self, n: int = -1) -> bytes:
-        out: list[bytes] = []
-        want = n
-        while want != 0:
-            if not self._buf:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._buf = memoryview(chunk)
-                continue
-            take = self._buf if want < 0 else self._buf[:want]
-            out.append(bytes(take))
-            self._buf = self._buf[len(take):]
-            if want > 0:
-                want -= len(take)
-        return b"".join(out)
 
 
 def extract_layout(chunks: Iterator[bytes], directory: str) -> None:
     """The layout files of the archive in ``chunks`` into ``directory`` (made if
     missing); a file lands complete or not at all."""
     os.makedirs(directory, exist_ok=True)
-    with tarfile.open(fileobj=_Chunks(chunks), mode="r|") as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=ChunkReader.over(chunks), mode="r|") as tar:  # type: ignore[call-overload]
         for m in tar:
             name = m.name.removeprefix("./")
             if not m.isfile() or not _LAYOUT_NAME.fullmatch(name):

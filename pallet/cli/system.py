@@ -150,8 +150,9 @@ def _go(v: object) -> str:
     return "true" if v is True else "false" if v is False else str(v)
 
 
-def _human(n: int, binary: bool = False) -> str:
-    """docker's units.HumanSize (decimal, 3 significant digits) or BytesSize (binary)."""
+def _human(n: int, binary: bool = False, digits: int = 3) -> str:
+    """docker's units.HumanSizeWithPrecision (decimal, ``digits`` significant digits, 3
+    as `system df` shows them, 4 as HumanSize) or BytesSize (binary)."""
     base = 1024.0 if binary else 1000.0
     units = ["B", "KiB", "MiB", "GiB", "TiB"] if binary else ["B", "kB", "MB", "GB", "TB"]
     size = float(n)
@@ -159,4 +160,4 @@ def _human(n: int, binary: bool = False) -> str:
     while size >= base and i < len(units) - 1:
         size /= base
         i += 1
-    return f"{size:.4g}{units[i]}" if binary else f"{size:.3g}{units[i]}"
+    return f"{size:.4g}{units[i]}" if binary else f"{size:.{digits}g}{units[i]}"

@@ -28,8 +28,8 @@ from email.utils import parsedate_to_datetime
 
 from pallet.engine.buildcontext import inside, unpack
 from pallet.errors import InvalidArgument, NotFound
+from pallet.storage import magic
 
-_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 FETCH_TIMEOUT = 30.0
 
 
@@ -73,10 +73,7 @@ def copy(sources: list[str], target: Target, extract: bool = False,
 
 def is_archive(path: str) -> bool:
     with open(path, "rb") as f:
-        head = f.read(512)
-    if any(head.startswith(m) for m in _ARCHIVE_MAGIC):
-        return True
-    return len(head) >= 262 and head[257:262] == b"ustar"
+        return magic.is_tar(f.read(512))
 
 
 def fetch(url: str, into: str) -> str:

@@ -100,9 +100,7 @@ class Step:
         try:
             await self._from(cmd)
         except PalletError as exc:
-            if not isinstance(exc, BuildError) and "line " not in str(exc):
-                exc.message = f"FROM failed (Dockerfile line {cmd.line}): {exc}"
-                exc.args = (exc.message,)
+            _name_the_line(exc, cmd)
             raise
 
     async def _from(self, cmd: df.From) -> None:
@@ -164,14 +162,8 @@ class Step:
         cmd = df.expand(cmd, env, self.b.file.escape)
         try:
             await self._dispatch(cmd)
-        except BuildError:
-            raise
         except PalletError as exc:
-            if "line " in str(exc) or not cmd.line:
-                raise
-            exc.message = f"{cmd.original.split()[0].upper()} failed (Dockerfile line " \
-                          f"{cmd.line}): {exc}"
-            exc.args = (exc.message,)
+            _name_the_line(exc, cmd)
             raise
 
     async def _dispatch(self, cmd: df.Command) -> None:
@@ -386,7 +378,10 @@ class Step:
 
     async def _copy_from(self, cmd: df.Copy | df.Add, verb: str, root: str, what: str,
                          tmp: str) -> None:
+        if cmd.chmod and not _octal(cmd.chmod):
+            raise InvalidArgument(f"invalid chmod parameter: {cmd.chmod}")
         sources: list[str] = []
+        fetched: list[str] = []  # ADD unpacks local archives, never what it fetched
         if cmd.heredocs:
             hd = os.path.join(tmp, "heredoc")
             os.mkdir(hd, 0o755)
@@ -404,10 +399,11 @@ class Step:
             raise InvalidArgument("source can't be a URL for COPY")
         local = [s for s in cmd.sources if s not in urls]
         if urls:
-            fetched = os.path.join(tmp, "fetched")
-            os.mkdir(fetched, 0o755)
+            into = os.path.join(tmp, "fetched")
+            os.mkdir(into, 0o755)
             for u in urls:
-                sources.append(await asyncio.to_thread(buildcopy.fetch, u, fetched))
+                fetched.append(await asyncio.to_thread(buildcopy.fetch, u, into))
+            sources += fetched
         if local:
             sources += await asyncio.to_thread(buildcopy.resolve_sources, root, local, what)
         if not sources:
@@ -423,18 +419,12 @@ class Step:
         created_by = f"{NOP}{verb} {kind}:{digest} in {cmd.dest} "
         key = _cache_key(self.state.image, created_by, self._config(), cmd.chown, cmd.chmod)
         mode = int(cmd.chmod, 8) if cmd.chmod else None
-        extract = verb == "ADD"
-
-        got = {s for s in sources if s.startswith(os.path.join(tmp, "fetched") + "/")}
 
         def fill(rootfs: str) -> None:
             uid, gid = _chown(rootfs, cmd.chown) if cmd.chown else (0, 0)
             target = buildcopy.Target(rootfs, dest, uid, gid, mode)
-            # ADD unpacks local archives, never what it fetched
-            buildcopy.copy(sources, target, extract=extract, keep=got)
+            buildcopy.copy(sources, target, extract=verb == "ADD", keep=set(fetched))
 
-        if cmd.chmod and not _octal(cmd.chmod):
-            raise InvalidArgument(f"invalid chmod parameter: {cmd.chmod}")
         await self._layer_step(created_by, key, fill)
 
     # --- RUN -------------------------------------------------------------------------------
@@ -533,6 +523,16 @@ class Step:
         return self.images.add_step(self.state.image, layer, self._config(),
                                     {"created_by": created_by}, self.b.created(), key,
                                     self.state.author)
+
+
+def _name_the_line(exc: PalletError, cmd: df.Command) -> None:
+    """An instruction's failure says which line it was (``COPY failed (Dockerfile line
+    3): …``), unless it does already or is a RUN's own exit (Docker's own wording)."""
+    if isinstance(exc, BuildError) or not cmd.line or "line " in str(exc):
+        return
+    exc.message = f"{cmd.original.split()[0].upper()} failed (Dockerfile line " \
+                  f"{cmd.line}): {exc}"
+    exc.args = (exc.message,)
 
 
 def _go_list(items: Any) -> str:

@@ -27,7 +27,8 @@ from pallet.image.digest import Digest
 from pallet.image.manifest import host_platform
 from pallet.image.store import ContentStore
 from pallet.image.timefmt import now_rfc3339, parse_rfc3339
-from pallet.storage import layertar
+from pallet.storage import layertar, magic
+from pallet.storage.chunks import ChunkReader
 from pallet.storage.layers import Layer, LayerStore
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -156,36 +157,16 @@ class ImageService:
                repo_tag: str = "", container: str = "") -> str:
         """``docker commit``: image ``parent`` plus the uncompressed layer tar ``layer``,
         with ``config`` as its container config."""
-        with self.lease():
-            ref = reference.parse(repo_tag) if repo_tag else None
-            base = self.config(parent)
-            row = self.db.image(parent)
-            if row is None:
-                raise NotFound(f"No such image: {parent}", obj=parent)
-            rows = self.db.layers(parent)
-            new, blob = self._store_layer(row.top_chain, layer)
-            created = now_rfc3339()
-            history = list(base.get("history") or [])
-            entry: dict[str, Any] = {"created": created, "created_by": created_by}
-            if comment:
-                entry["comment"] = comment
-            if author:
-                entry["author"] = author
-            history.append(entry)
-            cfg: dict[str, Any] = {
-                **{k: v for k, v in base.items() if k in ("architecture", "os", "variant")},
-                "config": config, "created": created, "history": history,
-                "rootfs": {"type": "layers",
-                           "diff_ids": [*(base.get("rootfs") or {}).get("diff_ids", []),
-                                        new.diff_id]},
-            }
-            if author:
-                cfg["author"] = author
-            if container:
-                cfg["container"] = container
-            layers = [(r.chain_id, r.diff_id, (r.blob, r.media_type, r.blob_size))
-                      for r in rows] + [(new.chain_id, new.diff_id, blob)]
-            image_id = self._commit(json.dumps(cfg, separators=(",", ":")).encode(), layers)
+        ref = reference.parse(repo_tag) if repo_tag else None
+        if self.db.image(parent) is None:
+            raise NotFound(f"No such image: {parent}", obj=parent)
+        entry: dict[str, Any] = {"created_by": created_by}
+        if comment:
+            entry["comment"] = comment
+        if author:
+            entry["author"] = author
+        image_id = self._stack(parent, layer, config, entry, now_rfc3339(), author=author,
+                               container=container)
         if ref is not None:
             self.tag(image_id, ref.name, ref.tag_or_latest())
         return image_id
@@ -197,6 +178,16 @@ class ImageService:
         layer, an ``empty_layer`` history entry; a LayerRow: one stored already) with
         ``config`` as its container config. Recorded with its parent and the step's
         cache key, which later builds look up."""
+        image_id = self._stack(parent, layer, config, history, created, author=author)
+        if parent or cache_key:
+            self.db.set_parent(image_id, parent, cache_key)
+        return image_id
+
+    def _stack(self, parent: str, layer: Iterator[bytes] | LayerRow | None,
+               config: dict[str, Any], history: dict[str, Any], created: str, *,
+               author: str = "", container: str = "") -> str:
+        """A new image: ``parent``'s layers and history, one more entry (and ``layer``,
+        stored here unless it is a LayerRow stored already), ``config``."""
         with self.lease():
             base = self.config(parent) if parent else {}
             rows = self.db.layers(parent) if parent else []
@@ -224,10 +215,9 @@ class ImageService:
                 cfg["variant"] = base["variant"]
             if author:
                 cfg["author"] = author
-            image_id = self._commit(json.dumps(cfg, separators=(",", ":")).encode(), layers)
-            if parent or cache_key:
-                self.db.set_parent(image_id, parent, cache_key)
-        return image_id
+            if container:
+                cfg["container"] = container
+            return self._commit(json.dumps(cfg, separators=(",", ":")).encode(), layers)
 
     def cached_step(self, parent: str, cache_key: str) -> str | None:
         """The image an earlier build made for this step, if it is still here."""
@@ -240,7 +230,7 @@ class ImageService:
 
         work, changes = bootstrap.build(name, tag, self.tmp)
         try:
-            stream = _IterStream(bootstrap.tar_directory(os.path.join(work.name, "rootfs")))
+            stream = ChunkReader.over(bootstrap.tar_directory(os.path.join(work.name, "rootfs")))
             return self.import_tar(stream, f"{name}:{tag}", changes,  # type: ignore[arg-type]
                                    f"pallet image bootstrap {name}:{tag}")
         finally:
@@ -262,8 +252,8 @@ class ImageService:
         """Keep the layer as it came (for push and save): (digest, media type, size)."""
         head = spool.read(4)
         spool.seek(0)
-        media = DOCKER_LAYER_GZIP if head[:2] == b"\x1f\x8b" else (
-            "application/vnd.oci.image.layer.v1.tar+zstd" if head == b"\x28\xb5\x2f\xfd"
+        media = DOCKER_LAYER_GZIP if head.startswith(magic.GZIP) else (
+            "application/vnd.oci.image.layer.v1.tar+zstd" if head.startswith(magic.ZSTD)
             else OCI_LAYER)
         from pallet.image.digest import Hasher
 
@@ -549,26 +539,6 @@ class _Counted:
             self._done += len(data)
             self._on_read(self._done)
         return data
-
-
-class _IterStream:
-    """A readable file over an iterator of byte chunks (for shutil.copyfileobj)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            try:
-                self._buf += next(self._chunks)
-            except StopIteration:
-                break
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
 
 
 def _apply(spool: BinaryIO, dest: str) -> tuple[str, int]:

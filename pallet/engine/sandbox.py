@@ -63,16 +63,6 @@ def public_endpoint(ep: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ep.items() if not k.startswith("_")}
 
 
-def ndots_set(options: list[str]) -> bool:
-    """Whether --dns-option sets ndots above 0 (moby's sandbox: only then its resolver
-    keeps single-label names from the upstream servers)."""
-    for opt in options:
-        name, _, value = str(opt).partition(":")
-        if name == "ndots":
-            return value.isdigit() and int(value) > 0
-    return False
-
-
 class Sandboxes:
     def __init__(self, cfg: DaemonConfig, nets: NetworkService) -> None:
         self.cfg = cfg
@@ -349,7 +339,7 @@ class Sandboxes:
         asyncio.run_coroutine_threadsafe(
             self._dns.add(cid, udp, tcp, self._lookup(cid), self._reverse(cid),
                           forward=forward, upstreams=own or None,
-                          ndots_set=ndots_set(doc["HostConfig"].get("DnsOptions") or [])),
+                          ndots_set=dns.ndots_set(doc["HostConfig"].get("DnsOptions") or [])),
             loop)
 
     def _dns_off(self, cid: str) -> None:

@@ -342,6 +342,16 @@ def _bind_pair(address: str, port: int) -> tuple[socket.socket, socket.socket]:
     return udp, tcp
 
 
+def ndots_set(options: list[str]) -> bool:
+    """Whether --dns-option sets ndots above 0 (moby's sandbox: only then its resolver
+    keeps single-label names from the upstream servers)."""
+    for opt in options:
+        name, _, value = str(opt).partition(":")
+        if name == "ndots":
+            return value.isdigit() and int(value) > 0
+    return False
+
+
 # --- the server -------------------------------------------------------------------
 
 

@@ -107,42 +107,19 @@ def verb_ps(root: str, a: Args) -> int:
 
 # --- events -----------------------------------------------------------------------------
 
-_DURATION_UNITS = {
-    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
-    "m": 60.0, "h": 3600.0,
-}
 # How often a streaming `events` looks at the OOM counter between two stats events.
 OOM_POLL = 0.5
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go duration ("5s", "1m30s", "250ms", "1.5h"), as --interval takes."""
-    err = InvalidArgument(
-        f'invalid value "{text}" for flag -interval: time: invalid duration "{text}"'
-    )
-    s = text
-    sign = 1.0
-    if s[:1] in ("+", "-"):
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise err
-    total = 0.0
-    while s:
-        i = 0
-        while i < len(s) and ((s[i].isascii() and s[i].isdigit()) or s[i] == "."):
-            i += 1
-        number, s = s[:i], s[i:]
-        j = 0
-        while j < len(s) and not (s[j].isascii() and (s[j].isdigit() or s[j] == ".")):
-            j += 1
-        unit, s = s[:j], s[j:]
-        if not number or number == "." or number.count(".") > 1 or unit not in _DURATION_UNITS:
-            raise err
-        total += float(number) * _DURATION_UNITS[unit]
-    return sign * total
+    from pallet.oci.duration import parse_go_duration
+
+    try:
+        return parse_go_duration(text) / 1e9
+    except ValueError:
+        raise InvalidArgument(f'invalid value "{text}" for flag -interval: time: invalid '
+                              f'duration "{text}"') from None
 
 
 def stats_event(cid: str, data: dict[str, object]) -> dict[str, object]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 import zstandard
 
 from pallet.errors import InvalidArgument, NotSupported
+from pallet.storage import magic
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -42,10 +43,10 @@ class Compression(enum.StrEnum):
     ZSTD = "zstd"
 
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = magic.GZIP
+ZSTD_MAGIC = magic.ZSTD
 # Docker reads these legacy layer codecs; the OCI image spec does not allow them.
-_UNSUPPORTED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+_UNSUPPORTED_MAGIC = {magic.BZIP2: "bzip2", magic.XZ: "xz"}
 _MAGIC_LEN = 6
 
 CHUNK = 1 << 20
@@ -65,8 +66,8 @@ def detect(head: bytes) -> Compression:
         return Compression.GZIP
     if head.startswith(ZSTD_MAGIC):
         return Compression.ZSTD
-    for magic, name in _UNSUPPORTED_MAGIC.items():
-        if head.startswith(magic):
+    for prefix, name in _UNSUPPORTED_MAGIC.items():
+        if head.startswith(prefix):
             raise NotSupported(f"{name}-compressed layers are not supported (gzip, zstd or none)")
     return Compression.NONE
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound, NotSupported, PalletError, SystemFailure
+from pallet.storage.chunks import ChunkReader
 from pallet.storage.compression import open_decompressed
 
 WHITEOUT_PREFIX = ".wh."
@@ -107,8 +108,8 @@ class _Prefetch:
         self._sha = hashlib.sha256()
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
         self._stop = threading.Event()
-        self._buf = memoryview(b"")
-        self._done = False
+        self._failed: BaseException | None = None
+        self._reader = ChunkReader(self._take)
         self._thread = threading.Thread(target=self._produce, name="layer-read", daemon=True)
         self._thread.start()
 
@@ -135,22 +136,17 @@ class _Prefetch:
                 continue
 
     def read(self, size: int) -> bytes:
-        out = []
-        while size and not self._done:
-            if not self._buf:
-                item = self._queue.get()
-                if item is None:
-                    self._done = True
-                    break
-                if isinstance(item, BaseException):
-                    self._done = True
-                    raise item
-                self._buf = memoryview(item)
-            take = self._buf[:size] if size > 0 else self._buf
-            out.append(bytes(take))
-            self._buf = self._buf[len(take):]
-            size -= len(take) if size > 0 else 0
-        return b"".join(out)
+        return self._reader.read(size)
+
+    def _take(self) -> bytes | None:
+        """The next chunk (None at the end); the thread's failure, raised, every time."""
+        if self._failed is not None:
+            raise self._failed
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._failed = item
+            raise item
+        return item
 
     def hexdigest(self) -> str:
         self._thread.join()

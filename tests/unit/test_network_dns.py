@@ -702,7 +702,7 @@ def test_ndots_set_keeps_single_label_names_from_upstream() -> None:
 
 
 def test_ndots_option_parsing() -> None:
-    from pallet.engine.sandbox import ndots_set
+    from pallet.network.dns import ndots_set
 
     assert ndots_set(["ndots:2"]) and ndots_set(["timeout:1", "ndots:5"])
     assert not ndots_set(["ndots:0"]) and not ndots_set([]) and not ndots_set(["ndots:x"])

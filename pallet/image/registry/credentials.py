@@ -119,6 +119,16 @@ class CredentialStore:
                     return creds
         return None
 
+    def all(self) -> dict[str, Credentials]:
+        """Every stored login, by its key (what X-Registry-Config sends)."""
+        auths: dict[str, Any] = self._load().get("auths") or {}
+        out = {}
+        for key, entry in auths.items():
+            creds = self._decode(key, entry) if isinstance(entry, dict) else None
+            if creds is not None:
+                out[key] = creds
+        return out
+
     def _decode(self, key: str, entry: dict[str, Any]) -> Credentials | None:
         identity = entry.get("identitytoken")
         if isinstance(identity, str) and identity:
