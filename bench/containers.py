@@ -16,7 +16,7 @@ same busybox image (`docker import` of the busybox-static rootfs). Every contain
   ps         `ps` with those 50 running
 
 and, once, the engine's memory per idle container: the PSS of palletd + pallet-monitor
-(dockerd + containerd + the shims) before and after starting --idle containers
+and its keeper (dockerd + containerd + the shims) before and after starting --idle containers
 (default 200), divided by their number. Medians, min-max and the pallet/docker ratio.
 Before each side's turn the bench waits SETTLE seconds for the previous side's clean-up
 (dockerd goes on removing containers after `rm -f` answers).

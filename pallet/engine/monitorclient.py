@@ -60,18 +60,21 @@ class MonitorClient:
         """Stop the monitor (its containers killed first) and wait until it is gone;
         nothing to do when none answers."""
         try:
-            pid = int(str(self.call("ping")["pid"]))
+            pong = self.call("ping")
+            pids = [int(str(pong["pid"])), int(str(pong.get("keeper") or 0))]
             self.call("shutdown", force=True)
         except OSError:
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
-        raise SystemFailure(f"pallet-monitor {pid} did not exit", op="monitor")
+        for pid in filter(None, pids):  # the monitor, then its keeper
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemFailure(f"pallet-monitor {pid} did not exit", op="monitor")
+                time.sleep(0.02)
 
     def call(self, op: str, **args: object) -> dict[str, object]:
         """One request, one reply; the monitor's error comes back as its exception."""

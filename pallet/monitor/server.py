@@ -21,7 +21,7 @@ import socket
 import time
 
 from pallet.errors import InvalidArgument, InvalidState, NotFound
-from pallet.monitor import logfile, wire
+from pallet.monitor import keeper, logfile, wire
 from pallet.oci import jsonfast
 from pallet.oci import spec as ocispec
 from pallet.runtime import container, lifecycle, state
@@ -99,21 +99,92 @@ class Monitor:
         self.upgrading = False  # re-exec (handover.reexec) once this round is done
         self.generation = 0  # how many times this monitor was re-executed
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.keeper: socket.socket | None = None  # the channel to our keeper (keeper.py)
 
     # --- setup ---------------------------------------------------------------------------
 
     def bind(self) -> None:
-        os.makedirs(os.path.dirname(self.sock_path), mode=0o711, exist_ok=True)
-        tmp = f"{self.sock_path}.{os.getpid()}"
+        self.listener.close()
+        self.listener = keeper.bind_listener(self.sock_path)
+
+    def use_keeper(self, chan: socket.socket) -> None:
+        """From now on tell ``chan``'s keeper what this monitor holds."""
+        os.set_inheritable(chan.fileno(), False)
+        chan.settimeout(keeper.SEND_TIMEOUT)
+        self.keeper = chan
+        self.ep.register(chan.fileno(), select.EPOLLIN)
+
+    def adopt(self) -> None:
+        """Take over the containers of the monitor this one replaces (a restart): their
+        descriptors and the exits the keeper saw since (see keeper.py)."""
+        from pallet.monitor import handover
+
+        assert self.keeper is not None
+        keeper.send(self.keeper, {"op": "adopt"})
+        now = time.monotonic()
+        while True:
+            msg, fds = keeper.recv(self.keeper)
+            if msg is None:
+                raise OSError("the keeper closed the channel during the hand-over")
+            if "box" in msg:
+                box = handover.restore_box(self, msg["box"], fds, now)
+                if box.exit_code is not None and not box.done:
+                    box.deadline = now + DRAIN_SECONDS  # reaped already; draining
+                continue
+            for pid, status in msg.get("exits", {}).items():
+                self._exited(int(pid), int(status))
+            break
+        # A container the previous monitor was starting when it died was never handed
+        # over, and its output has nobody to read it: end it, as palletd ends orphans.
+        for cid in state.list_ids(self.runtime_root):
+            if cid not in self.boxes:
+                try:
+                    lifecycle.delete(state.load(self.runtime_root, cid), force=True)
+                except Exception as exc:
+                    _warn(f"ending container {cid}, which nobody held: {exc}")
+
+    def _keep(self, box: Box, full: bool = False) -> None:
+        """Hand the keeper ``box``'s descriptors (again, when they changed)."""
+        if self.keeper is None or box.done:
+            return
+        from pallet.monitor import handover
+
+        self._tell_keeper({"op": "hold", "box": handover.box_state(
+            box, time.monotonic(), full)}, handover.box_fds(box))
+
+    def _tell_keeper(self, msg: dict[str, object], fds: list[int] | None = None) -> None:
+        if self.keeper is None:
+            return
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
+            keeper.send(self.keeper, msg, fds)
+        except OSError as exc:
+            self._lose_keeper(f"telling the keeper: {exc}")
+
+    def _from_keeper(self) -> None:
+        assert self.keeper is not None
+        try:
+            msg, fds = keeper.recv(self.keeper, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lose_keeper(f"reading from the keeper: {exc}")
+            return
+        for fd in fds:
+            os.close(fd)
+        if msg is None:
+            self._lose_keeper("the keeper is gone")
+        elif "exit" in msg:  # a container adopted from an earlier monitor
+            self._exited(int(msg["exit"]), int(msg["status"]))
+
+    def _lose_keeper(self, why: str) -> None:
+        assert self.keeper is not None
+        _warn(f"{why}; containers will not outlive this monitor")
+        try:
+            self.ep.unregister(self.keeper.fileno())
+        except (OSError, ValueError):
             pass
-        self.listener.bind(tmp)
-        os.chmod(tmp, 0o600)
-        self.listener.listen(128)
-        os.rename(tmp, self.sock_path)  # a client never sees a socket that does not answer
-        self.listener.setblocking(False)
+        self.keeper.close()
+        self.keeper = None
 
     def serve(self) -> None:
         from pallet.linux import prctl
@@ -148,6 +219,8 @@ class Monitor:
                         self._output(fd)
                 elif fd in self.conns:
                     self._conn_event(self.conns[fd], ev)
+                elif self.keeper is not None and fd == self.keeper.fileno():
+                    self._from_keeper()
             self._reap()
             self._deadlines()
             if self.stopping and all(b.done for b in self.boxes.values()):
@@ -156,10 +229,18 @@ class Monitor:
                 self.upgrading = False
                 from pallet.monitor import handover
 
+                self._tell_keeper({"op": "upgrade"})  # the keeper's code too, in place
                 try:
                     handover.reexec(self)  # does not return when it works
                 except OSError as exc:
                     _warn(f"upgrade: {exc}; going on as before")
+        if self.keeper is not None and not self.stopping:
+            # Not a shutdown (SIGTERM): the keeper starts another monitor, which takes
+            # every container over, with what is buffered for them now.
+            for box in self.boxes.values():
+                self._keep(box, full=True)
+            return
+        self._tell_keeper({"op": "bye"})
         self.listener.close()
         try:
             os.unlink(self.sock_path)
@@ -295,7 +376,8 @@ class Monitor:
     # --- operations ------------------------------------------------------------------------
 
     def op_ping(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
-        return {"ok": True, "pid": os.getpid(), "generation": self.generation}
+        return {"ok": True, "pid": os.getpid(), "generation": self.generation,
+                "keeper": os.getppid() if self.keeper is not None else 0}
 
     def op_upgrade(self, conn: Conn, msg: dict[str, object]) -> dict[str, object]:
         """Re-execute the monitor's (possibly new) code in this process, keeping every
@@ -334,6 +416,7 @@ class Monitor:
             raise
         self.boxes[cid] = box
         self.by_pid[box.pid] = box
+        self._keep(box)
         for c in self.waiting.pop(cid, []):
             self._attach_to(box, c)
         return {"ok": True, "pid": box.pid, "startedAt": box.started_at}
@@ -430,6 +513,7 @@ class Monitor:
         self.boxes[eid] = box
         self.by_pid[box.pid] = box
         box.started_at = time.time()
+        self._keep(box)
         reply: dict[str, object] = {"ok": True, "pid": box.pid}
         if msg.get("detach"):
             return reply
@@ -634,6 +718,7 @@ class Monitor:
             if box.stdin != box.master:
                 os.close(box.stdin)
             box.stdin = -1
+            self._keep(box)  # the keeper's copy must not hold the container's stdin open
             return
         self._poll_stdin(box, bool(box.stdin_buf))
 
@@ -681,17 +766,25 @@ class Monitor:
                 return
             if pid == 0:
                 return
-            box = self.by_pid.pop(pid, None)
-            if box is None:
-                continue  # an orphan we adopted as subreaper
+            self._exited(pid, status)
+
+    def _exited(self, pid: int, status: int) -> None:
+        """``pid`` ended with wait ``status`` (-1: how is not known)."""
+        box = self.by_pid.pop(pid, None)
+        if box is None:
+            return  # an orphan we adopted as subreaper
+        if status < 0:
+            box.exit_code = 255
+        else:
             box.exit_code = (128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
                              else os.WEXITSTATUS(status))
-            box.finished_at = time.time()
-            box.oom_killed = self._oom_killed(box)
-            if box.outputs:
-                box.deadline = time.monotonic() + DRAIN_SECONDS
-            else:
-                self._finish(box)
+        box.finished_at = time.time()
+        box.oom_killed = self._oom_killed(box)
+        if box.outputs:
+            box.deadline = time.monotonic() + DRAIN_SECONDS
+            self._keep(box)  # a monitor taking over finishes the draining
+        else:
+            self._finish(box)
 
     def _deadlines(self) -> None:
         now = time.monotonic()
@@ -725,6 +818,7 @@ class Monitor:
         box.done = True
         box.deadline = 0.0
         self._close_fds(box)
+        self._tell_keeper({"op": "drop", "id": box.id})
         if box.log is not None:
             box.log.close()
             box.log = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -611,6 +612,18 @@ def test_sigkill_in_the_middle_of_create_and_rm(pd: Palletd, point: str) -> None
         assert not [ln for ln in f if snapshots in ln]
 
 
+def attach_echo(pd: Palletd, name: str, text: str) -> subprocess.Popen[str]:
+    """`docker attach` to a running `cat`, which echoes ``text`` back through it."""
+    attach = subprocess.Popen(["docker", "attach", name], env=pd.env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert attach.stdin is not None and attach.stdout is not None
+    time.sleep(0.3)
+    attach.stdin.write(text + "\n")
+    attach.stdin.flush()
+    assert attach.stdout.readline() == text + "\n"
+    return attach
+
+
 def test_monitor_upgrade_keeps_containers_logs_and_streams(pd: Palletd,
                                                            names: list[str]) -> None:
     """pallet-monitor re-executes itself (an upgrade): the same process, new code, and
@@ -622,13 +635,8 @@ def test_monitor_upgrade_keeps_containers_logs_and_streams(pd: Palletd,
               "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; "
               "exit 5")
     pd.docker("run", "-d", "-i", "--name", "pt-up-cat", IMAGE, "cat")
-    attach = subprocess.Popen(["docker", "attach", "pt-up-cat"], env=pd.env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    attach = attach_echo(pd, "pt-up-cat", "before")
     assert attach.stdin is not None and attach.stdout is not None
-    time.sleep(0.3)
-    attach.stdin.write("before\n")
-    attach.stdin.flush()
-    assert attach.stdout.readline() == "before\n"
     mon = MonitorClient(pd.exec_root)
     before = mon.call("ping")
     mon.call("upgrade")
@@ -642,6 +650,10 @@ def test_monitor_upgrade_keeps_containers_logs_and_streams(pd: Palletd,
             pass
         time.sleep(0.05)
     assert after["pid"] == before["pid"] and after["generation"] == 1
+    # its keeper was re-executed too (the same process, still the monitor's parent)
+    assert after["keeper"] == before["keeper"]
+    with open(f"/proc/{after['keeper']}/cmdline", "rb") as f:
+        assert b"--keeper-resume-fd" in f.read().split(b"\0")
     attach.stdin.write("after\n")
     attach.stdin.flush()
     assert attach.stdout.readline() == "after\n"  # the same stream, across the exec
@@ -667,19 +679,63 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_a_monitor_killed_leaves_no_orphan(pd: Palletd, names: list[str]) -> None:
-    """kill -9 of pallet-monitor itself: its containers lose their stdio holder; palletd
-    ends them and cleans up (no process, cgroup or mount left), and reports them."""
+def test_a_monitor_killed_is_replaced_and_loses_nothing(pd: Palletd,
+                                                         names: list[str]) -> None:
+    """kill -9 of pallet-monitor: its keeper starts another, which takes every container
+    over (their stdio came to the keeper over SCM_RIGHTS): no log line lost, stdin still
+    open, exits that happened while no monitor ran reported with their codes."""
+    from pallet.engine.monitorclient import MonitorClient
+
+    names.extend(["pt-mk-log", "pt-mk-sleep", "pt-mk-cat", "pt-mk-exit"])
+    pd.docker("run", "-d", "--name", "pt-mk-log", IMAGE, "sh", "-c",
+              "i=0; while [ $i -lt 60 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; "
+              "exit 5")
+    pd.docker("run", "-d", "--name", "pt-mk-sleep", IMAGE, "sleep", "100")
+    pd.docker("run", "-d", "-i", "--name", "pt-mk-cat", IMAGE, "cat")
+    pd.docker("run", "-d", "--name", "pt-mk-exit", IMAGE, "sh", "-c", "sleep 1; exit 7")
+    mon = MonitorClient(pd.exec_root)
+    before = mon.call("ping")
+    old, keeper = int(str(before["pid"])), int(str(before["keeper"]))
+    assert keeper and keeper != old
+    os.kill(keeper, signal.SIGSTOP)  # so that pt-mk-exit ends while no monitor runs
+    try:
+        os.kill(old, 9)
+        time.sleep(2)
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+    after = mon.call("ping")
+    assert after["pid"] != old and after["keeper"] == keeper
+    assert pd.docker("wait", "pt-mk-exit").stdout.strip() == "7"
+    assert pd.docker("wait", "pt-mk-log").stdout.strip() == "5"
+    assert pd.docker("logs", "pt-mk-log").stdout.splitlines() == \
+        [f"line {i}" for i in range(60)]
+    state = inspect(pd, "pt-mk-sleep")["State"]
+    assert isinstance(state, dict) and state["Running"]
+    assert run(pd, "exec", "pt-mk-sleep", "true").returncode == 0
+    attach = attach_echo(pd, "pt-mk-cat", "after")  # its stdin, held across the restart
+    assert attach.stdin is not None
+    attach.stdin.close()
+    pd.docker("rm", "-f", "pt-mk-cat", "pt-mk-sleep")
+    attach.wait(timeout=20)
+    assert run(pd, "run", "--rm", IMAGE, "echo", "still works").stdout == "still works\n"
+
+
+def test_a_monitor_killed_with_its_keeper_leaves_no_orphan(pd: Palletd,
+                                                           names: list[str]) -> None:
+    """kill -9 of pallet-monitor and its keeper: the containers have lost their stdio
+    holder; palletd ends them and cleans up (no process, cgroup or mount left), and
+    reports them."""
     from pallet.engine.monitorclient import MonitorClient
 
     names.append("pt-orphan")
     pd.docker("run", "-d", "--name", "pt-orphan", IMAGE, "sleep", "100")
     info = inspect(pd, "pt-orphan")
     pid, cid = info["State"]["Pid"], info["Id"]  # type: ignore[index]
-    mon = int(str(MonitorClient(pd.exec_root).call("ping")["pid"]))
+    pong = MonitorClient(pd.exec_root).call("ping")
     pd.proc.terminate()
     pd.proc.wait()
-    os.kill(mon, 9)
+    os.kill(int(str(pong["keeper"])), 9)
+    os.kill(int(str(pong["pid"])), 9)
     time.sleep(0.3)
     new = start_palletd(os.path.dirname(pd.socket))
     pd.proc = new.proc
