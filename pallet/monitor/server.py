@@ -100,6 +100,7 @@ class Monitor:
         self.generation = 0  # how many times this monitor was re-executed
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.keeper: socket.socket | None = None  # the channel to our keeper (keeper.py)
+        self.to_keep: list[Box] = []  # started: for the keeper once the replies are out
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -221,6 +222,9 @@ class Monitor:
                     self._conn_event(self.conns[fd], ev)
                 elif self.keeper is not None and fd == self.keeper.fileno():
                     self._from_keeper()
+            for box in self.to_keep:
+                self._keep(box)
+            self.to_keep.clear()
             self._reap()
             self._deadlines()
             if self.stopping and all(b.done for b in self.boxes.values()):
@@ -416,18 +420,20 @@ class Monitor:
             raise
         self.boxes[cid] = box
         self.by_pid[box.pid] = box
-        self._keep(box)
+        self.to_keep.append(box)
         for c in self.waiting.pop(cid, []):
             self._attach_to(box, c)
         return {"ok": True, "pid": box.pid, "startedAt": box.started_at}
 
     def _spawn(self, box: Box, bundle: str, open_stdin: bool) -> None:
         # A runtime state left by an earlier run of this container goes first.
-        try:
-            lifecycle.delete(state.load(self.runtime_root, box.id), force=True)
-        except NotFound:
-            pass
+        if os.path.isdir(os.path.join(self.runtime_root, box.id)):
+            try:
+                lifecycle.delete(state.load(self.runtime_root, box.id), force=True)
+            except NotFound:
+                pass
         opts = container.CreateOptions(bundle=bundle, terminal_relay=box.tty)
+        opts.defer_save = True
         theirs: list[int] = []
         try:
             stdio = self._stdio(box, open_stdin, theirs)
@@ -439,6 +445,7 @@ class Monitor:
                 opts.relay_fd = -1
             try:
                 lifecycle.start(ctr)
+                ctr.save()
             except BaseException:
                 lifecycle.kill_and_reap(pid)
                 lifecycle.destroy(ctr)
@@ -513,7 +520,7 @@ class Monitor:
         self.boxes[eid] = box
         self.by_pid[box.pid] = box
         box.started_at = time.time()
-        self._keep(box)
+        self.to_keep.append(box)
         reply: dict[str, object] = {"ok": True, "pid": box.pid}
         if msg.get("detach"):
             return reply

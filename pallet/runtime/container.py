@@ -23,8 +23,8 @@ class CreateOptions:
     """How to create. ``terminal_relay``: a terminal without a console socket is allowed,
     its master comes back on ``relay_fd`` (set by create) for the caller to relay."""
 
-    __slots__ = ("bundle", "console_socket", "no_new_keyring", "no_pivot", "pid_file",
-                 "preserve_fds", "relay_fd", "stdio", "terminal_relay")
+    __slots__ = ("bundle", "console_socket", "defer_save", "no_new_keyring", "no_pivot",
+                 "pid_file", "preserve_fds", "relay_fd", "stdio", "terminal_relay")
 
     def __init__(self, bundle: str = ".", console_socket: str = "", pid_file: str = "",
                  no_pivot: bool = False, preserve_fds: int = 0, no_new_keyring: bool = False,
@@ -40,6 +40,9 @@ class CreateOptions:
         # init's stdin, stdout, stderr (default: the caller's own); pallet-monitor
         # hands in the pipes it reads the container's output from.
         self.stdio: tuple[int, int, int] | None = None
+        # The caller saves the state with init's pid itself, once it is done with what
+        # is urgent (pallet-monitor: after start). Until then the saved state has pid 0.
+        self.defer_save = False
 
 
 def load_spec(bundle: str) -> ocispec.Spec:
@@ -215,7 +218,7 @@ def _spawn_in(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
     for tree in cfg.idmapped.values():
         os.close(tree)  # init holds its own copies
     try:
-        _parent_side(ctr, spec, cg, pid, parent)
+        _parent_side(ctr, spec, cg, pid, parent, opts.defer_save)
     except BaseException:
         lifecycle.kill_and_reap(pid)
         raise
@@ -227,13 +230,12 @@ def _spawn_in(ctr: state.Container, spec: ocispec.Spec, rootfs: str, cg: Cgroup,
 
 
 def _parent_side(ctr: state.Container, spec: ocispec.Spec, cg: Cgroup, pid: int,
-                 ch: sync.Channel) -> None:
+                 ch: sync.Channel, defer_save: bool) -> None:
     from pallet.linux import proc
 
     lx = spec.linux
     userns = lx.namespace("user")
     ctr.data["pid"] = pid
-    ctr.data["pidStartTime"] = proc.start_time(pid)
     try:
         # init is already importing and mounting; the id maps and the cgroup are made
         # meanwhile (init waits for GO before anything that needs them).
@@ -248,6 +250,7 @@ def _parent_side(ctr: state.Container, spec: ocispec.Spec, cg: Cgroup, pid: int,
         cg.add_pid(pid)
         run_hooks = bool(spec.hooks.prestart or spec.hooks.createRuntime)
         ch.send(sync.GO, state=_state_json(ctr, state.CREATING), hooks=run_hooks)
+        ctr.data["pidStartTime"] = proc.start_time(pid)  # while init goes on
         if run_hooks:
             from pallet.runtime import hooks
 
@@ -266,7 +269,8 @@ def _parent_side(ctr: state.Container, spec: ocispec.Spec, cg: Cgroup, pid: int,
             raise SystemFailure(reason, op="create", obj=ctr.id) from None
         raise SystemFailure(f"container init exited unexpectedly ({exc})", op="create",
                             obj=ctr.id) from exc
-    ctr.save()
+    if not defer_save:
+        ctr.save()
 
 
 def _state_json(ctr: state.Container, status: str) -> str:

@@ -67,25 +67,50 @@ def prepare(spec: Spec, rootfs: str, in_userns: bool,
         # pivot_root refuses a new root whose parent mount is shared.
         m.mount(None, _mountpoint_of(rootfs), None, m.MS_PRIVATE)
     m.mount(rootfs, rootfs, None, m.MS_BIND | m.MS_REC)
+    # A cgroup mount waits for the parent's cgroup: until then it is put off, and the
+    # mounts and devices that neither lie under it nor hold it go ahead meanwhile.
+    waiting: list[tuple[int, Mount]] = []
+
+    def mount_waiting() -> None:
+        nonlocal before_cgroup
+        if before_cgroup is not None:
+            before_cgroup()
+            before_cgroup = None
+        for i, mnt in waiting:
+            try:
+                _mount_cgroup(rootfs, mnt, cgroup_mounts, cgroupns)
+            except OSError as exc:
+                raise RootfsError(f"mounts[{i}] ({mnt.destination}): {_describe(exc)}") \
+                    from exc
+        waiting.clear()
+
     dev_mounted = False
     for i, mnt in enumerate(spec.mounts):
+        if any(_nested(w.destination, mnt.destination) for _, w in waiting):
+            mount_waiting()
+        if mnt.type == "cgroup" or mnt.type == "cgroup2":
+            waiting.append((i, mnt))
+            continue
         where = f"mounts[{i}] ({mnt.destination})"
         try:
-            if mnt.type == "cgroup" or mnt.type == "cgroup2":
-                if before_cgroup is not None:
-                    before_cgroup()
-                    before_cgroup = None
-                _mount_cgroup(rootfs, mnt, cgroup_mounts, cgroupns)
-            else:
-                _mount_one(rootfs, mnt, in_userns, where, (idmapped or {}).get(i))
+            _mount_one(rootfs, mnt, in_userns, where, (idmapped or {}).get(i))
         except OSError as exc:
             raise RootfsError(f"{where}: {_describe(exc)}") from exc
         if mnt.destination.rstrip("/") == "/dev":
             dev_mounted = True
     if dev_mounted or not any(x.destination.rstrip("/") == "/dev" for x in spec.mounts):
+        if any(_nested(w.destination, "/dev") for _, w in waiting):
+            mount_waiting()
         _make_devices(rootfs, spec.linux.devices, in_userns, bind_dev=_is_bind_dev(spec))
+    mount_waiting()
     if prop:
         m.mount(None, rootfs, None, mountopts.PROPAGATION[prop])
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether one of two mount destinations is the other or lies under it."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 def _mountpoint_of(path: str) -> str:
