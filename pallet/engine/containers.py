@@ -70,7 +70,7 @@ from pallet.monitor import logfile
 from pallet.network import ports as portmap
 from pallet.oci import jsonfast
 from pallet.storage.changes import overlay_changes
-from pallet.storage.snapshot import choose_driver
+from pallet.storage.snapshot import choose_driver, init_layer
 
 log = logging.getLogger("palletd")
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -99,6 +99,7 @@ class ContainerService(ExecsAndHealth):
             os.makedirs(d, mode=0o710, exist_ok=True)
         self.db = ContainerDB(cfg.path("containers.db"))
         self.snapshots = choose_driver(cfg.data_root)
+        self.init_layer = init_layer(cfg.path("init-layer"))
         self.monitor = MonitorClient(cfg.exec_root)
         self.runtime_root = os.path.join(cfg.exec_root, "runtime")  # the monitor's
         self._lock = threading.RLock()
@@ -208,7 +209,7 @@ class ContainerService(ExecsAndHealth):
                 "NetworkSettings": self.sandboxes.settings_at_create(
                     cfg, hc, body.get("NetworkingConfig")),
             }
-            lowers = self._lowers(image_id)
+            lowers = self._root_lowers(image_id)
             if "/" + name in {d["Name"] for d in self.docs.values()}:
                 self.db.insert(cid, name, doc)  # raises the Conflict dockerd answers
         # The volumes it names are held for it from here until its record names them.
@@ -318,6 +319,10 @@ class ContainerService(ExecsAndHealth):
             raise NotFound(f"No such image: {image_id}")
         return self.images.layers.chain_paths(row.top_chain) if row.top_chain else []
 
+    def _root_lowers(self, image_id: str) -> list[str]:
+        """A container's lower dirs: the image's under the shared init layer."""
+        return [self.init_layer, *self._lowers(image_id)]
+
     def _write_files(self, doc: dict[str, Any]) -> None:
         cfg, hc = doc["Config"], doc["HostConfig"]
         hostname = cfg.get("Hostname") or doc["Id"][:12]
@@ -382,7 +387,7 @@ class ContainerService(ExecsAndHealth):
     def _mount(self, doc: dict[str, Any]) -> str:
         target = os.path.join(self.snapshots.path(doc["Id"]), "merged")
         if not _is_mountpoint(target):
-            self.snapshots.mount(doc["Id"], self._lowers(doc["Image"]))
+            self.snapshots.mount(doc["Id"], self._root_lowers(doc["Image"]))
         return target
 
     def _unmount(self, doc: dict[str, Any]) -> None:
@@ -949,7 +954,7 @@ class ContainerService(ExecsAndHealth):
         out["GraphDriver"] = {"Name": self.snapshots.name, "Data": {
             "MergedDir": os.path.join(snap, "merged"), "UpperDir": os.path.join(snap, "upper"),
             "WorkDir": os.path.join(snap, "work"),
-            "LowerDir": ":".join(self._lowers(doc["Image"])) or None}}
+            "LowerDir": ":".join(self._root_lowers(doc["Image"])) or None}}
         out.pop("MountPoints", None)
         out["Mounts"] = [mounts.view(p) for p in sorted(
             self._mount_points(doc), key=lambda p: str(p["Destination"]))]
@@ -1035,7 +1040,7 @@ class ContainerService(ExecsAndHealth):
         doc = self.get(ref)
         snap = self.snapshots.path(doc["Id"])
         upper = os.path.join(snap, "upper" if self.snapshots.name == "overlay" else "rootfs")
-        lowers = self._lowers(doc["Image"])
+        lowers = self._root_lowers(doc["Image"])
         if self.snapshots.name != "overlay":
             raise NotSupported("changes need the overlay snapshot driver")
         return overlay_changes(upper, lowers)
@@ -1052,7 +1057,7 @@ class ContainerService(ExecsAndHealth):
             st = doc["State"]
             pid = st["Pid"] if st["Running"] else 0
             if not pid and not _is_mountpoint(target):
-                self.snapshots.mount(cid, self._lowers(doc["Image"]))
+                self.snapshots.mount(cid, self._root_lowers(doc["Image"]))
         try:
             # Running: its root as its processes see it, its mounts included.
             yield doc, f"/proc/{pid}/root" if pid else target

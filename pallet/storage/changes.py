@@ -6,8 +6,9 @@ import os
 import stat as st_mod
 from typing import Any
 
-# Mount points the runtime creates in a container's root (dockerd keeps them in an
-# "-init" layer under the container's, so they never show as changes).
+# Mount points the runtime may create in a container's root (dockerd keeps them in an
+# "-init" layer under the container's, so they never show as changes; pallet's shared
+# init layer holds the /etc ones, containers made before it had them in their own).
 MOUNT_POINTS = frozenset(("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/mtab",
                           "/.dockerenv", "/dev/console", "/dev/pts", "/dev/shm", "/proc",
                           "/sys"))

@@ -28,6 +28,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -409,6 +410,33 @@ def probe_overlay(root: str) -> None:
                            obj=root) from exc
     finally:
         tree.remove(probe)
+
+
+# The mount points the runtime binds files over, which dockerd keeps in a per-container
+# "-init" layer. One directory serves every container (it never changes) as the top
+# lower of its root: the runtime finds them there instead of creating them in the
+# container's upper dir, so they are no change of the container (diff, commit, a
+# build step's layer) and no copy-up at start.
+INIT_LAYER_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+
+
+def init_layer(path: str) -> str:
+    """The init layer at ``path``, made if missing (idempotent, safe to race)."""
+    if all(os.path.isfile(os.path.join(path, f)) for f in INIT_LAYER_FILES):
+        return path
+    tmp = f"{path}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "etc"), mode=0o755)
+    os.chmod(tmp, 0o755)
+    for name in INIT_LAYER_FILES:
+        os.close(os.open(os.path.join(tmp, name), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC,
+                         0o644))
+    try:
+        os.rename(tmp, path)
+    except OSError:  # made meanwhile (or an old, partial one: replace it)
+        shutil.rmtree(path, ignore_errors=True)
+        os.rename(tmp, path)
+    return path
 
 
 def choose_driver(root: str, name: str | None = None,

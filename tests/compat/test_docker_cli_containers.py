@@ -433,6 +433,12 @@ def test_diff_export_commit(pd: Palletd, names: list[str]) -> None:
         members = tar.getnames()
     assert "./tmp/new" in members or "tmp/new" in members
     assert not any(m.endswith("etc/group") for m in members)
+    # The files the runtime binds over live in the shared init layer (dockerd's "-init"
+    # layer), not in the container's own: the export has them, its changes do not.
+    assert {"etc/hosts", "etc/hostname", "etc/resolv.conf"} <= \
+        {m.removeprefix("./") for m in members}
+    upper = inspect(pd, "pt-fs")["GraphDriver"]["Data"]["UpperDir"]  # type: ignore[index]
+    assert sorted(os.listdir(os.path.join(str(upper), "etc"))) == ["group"]  # a whiteout
     image = pd.docker("commit", "-m", "from a test", "-c", "ENV COMMITTED=1", "pt-fs",
                       "pallet-test/committed:1").stdout.strip()
     try:
