@@ -329,7 +329,7 @@ class ContainerService(ExecsAndHealth):
         host_net = hc.get("NetworkMode") == "host"
         if hc.get("UTSMode") == "host" or host_net:
             hostname = os.uname().nodename
-        _write(doc["HostnamePath"], hostname + "\n")
+        _write(doc["HostnamePath"], hostname + "\n", fresh=True)
         if host_net:
             with open("/etc/hosts") as f:
                 hosts = f.read()
@@ -338,8 +338,9 @@ class ContainerService(ExecsAndHealth):
             for extra in hc.get("ExtraHosts") or []:
                 host, _, ip = extra.partition(":")
                 hosts += f"{ip}\t{host}\n"
-        _write(doc["HostsPath"], hosts)
-        _write(doc["ResolvConfPath"], resolv_conf(hc, host_net, False, self.cfg.dns))
+        _write(doc["HostsPath"], hosts, fresh=True)
+        _write(doc["ResolvConfPath"], resolv_conf(hc, host_net, False, self.cfg.dns),
+               fresh=True)
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -359,7 +360,6 @@ class ContainerService(ExecsAndHealth):
             if st.get("Removing") or st["Status"] == "removing":
                 raise Conflict(f"container {doc['Id']} is marked for removal and cannot be "
                                "started")
-            self.monitor.ensure()
             rootfs = self._mount(doc)
             try:
                 netns, link_vars = self._network_up(doc)
@@ -502,7 +502,7 @@ class ContainerService(ExecsAndHealth):
             log = {"path": doc["LogPath"], "max_size": max_size, "max_file": max_file,
                    "compress": compress, "attrs": logfile.attributes(
                        lc.get("Config") or {}, cfg.get("Labels") or {}, cfg.get("Env") or [])}
-        reply = self.monitor.call(
+        reply = self.monitor.call_started(
             "start", id=cid, bundle=bundle, state_dir=bundle, tty=bool(cfg.get("Tty")),
             stdin=bool(cfg.get("OpenStdin")), stdin_once=bool(cfg.get("StdinOnce")), log=log)
         return int(str(reply["pid"])), float(str(reply["startedAt"]))
@@ -1119,7 +1119,17 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write(path: str, text: str, mode: int = 0o644) -> None:
+def _write(path: str, text: str, mode: int = 0o644, fresh: bool = False) -> None:
+    """Put ``text`` in ``path`` atomically; ``fresh``: in a directory just made, where
+    nobody can see a half-written file (no temp file, no rename)."""
+    if fresh:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)  # whatever the umask
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        return
     try:  # most starts write what is there already (hosts, resolv.conf): leave it be
         with open(path) as f:
             if f.read() == text and stat.S_IMODE(os.fstat(f.fileno()).st_mode) == mode:

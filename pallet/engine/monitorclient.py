@@ -76,6 +76,14 @@ class MonitorClient:
                     raise SystemFailure(f"pallet-monitor {pid} did not exit", op="monitor")
                 time.sleep(0.02)
 
+    def call_started(self, op: str, **args: object) -> dict[str, object]:
+        """``call``, starting the monitor first if none listens (nothing was sent then)."""
+        try:
+            return self.call(op, **args)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.ensure()
+            return self.call(op, **args)
+
     def call(self, op: str, **args: object) -> dict[str, object]:
         """One request, one reply; the monitor's error comes back as its exception."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
