@@ -150,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(module: str, func: str):  # type: ignore[no-untyped-def]
-    import importlib
+    import sys
 
-    return getattr(importlib.import_module(f"pallet.cli.{module}"), func)
+    # __import__, not importlib: importlib's package imports warnings (~0.8 ms a verb)
+    name = f"pallet.cli.{module}"
+    __import__(name)
+    return getattr(sys.modules[name], func)
 
 
 def _report(exc: Exception) -> int:

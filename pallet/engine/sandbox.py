@@ -1,14 +1,15 @@
 """A container on its networks: netns, veths, addresses, published ports, DNS.
 
-At start a container on bridge networks gets a network namespace of its own, bind-mounted
-at <exec_root>/netns/<id> (the OCI config joins it by path), one veth per network with an
+At start a container on bridge networks, or on none, gets a network namespace of its own,
+bind-mounted under <exec_root>/netns (made ahead: netnspool.py; the OCI config joins it
+by path) with its loopback up; on bridge networks one veth per network with an
 address from the network's pool, its published ports in the firewall table and, on
 user-defined networks, a resolver at 127.0.0.11. At exit all of it goes again. The
 addresses, veth names and ports are kept in the container's record
 (NetworkSettings.Networks; fields starting with "_" are pallet's own), so a palletd that
 was killed finds, after its restart, what to serve and what to take down.
 
-    start:  netns.create -> links.attach (per network) -> firewall -> DNS listeners
+    start:  pool.take -> links.attach (per network) -> firewall -> DNS listeners
     exit:   DNS off -> links.detach -> netns.remove -> firewall
 
 Lock order: the container service's lock, then NetworkService.lock.
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pallet.engine.config import DaemonConfig
+from pallet.engine.netnspool import NetnsPool
 from pallet.engine.networks import ICC_OPT, MASQ_OPT, MTU_OPT, PREDEFINED, NetworkService
 from pallet.errors import (
     Conflict,
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("palletd")
 
-SANDBOXED = "bridge"  # the only driver whose containers get a netns of palletd's making
 
 
 def mode_of(hc: dict[str, Any]) -> str:
@@ -68,6 +69,7 @@ class Sandboxes:
         self.cfg = cfg
         self.nets = nets
         self.netns_dir = os.path.join(cfg.exec_root, "netns")
+        self.pool = NetnsPool(self.netns_dir)
         self._fw: str | None = None  # the ruleset last applied
         self._dns: DnsServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -129,17 +131,13 @@ class Sandboxes:
                 self._fill_builtin(doc, "host")
             return None
         net = self.nets.get(mode)  # NotFound at start, as dockerd
-        if net["Driver"] == "null":
-            self._fill_builtin(doc, net["Name"])
-            return None
         if net["Driver"] == "host":
             raise InvalidArgument("host network: use --network host")
-        from pallet.linux import netns
-
-        path = os.path.join(self.netns_dir, doc["Id"])
-        os.makedirs(self.netns_dir, mode=0o700, exist_ok=True)
-        netns.create(path)
+        path = self.pool.take()  # with its loopback up, as dockerd's "none" has it too
         ns.update(SandboxKey=path, SandboxID=secrets.token_hex(32))
+        if net["Driver"] == "null":
+            self._fill_builtin(doc, net["Name"])
+            return path
         try:
             default_set = False
             for i, name in enumerate(list(ns["Networks"])):
@@ -475,6 +473,8 @@ class Sandboxes:
         from pallet.linux import netns
 
         running = {d["Id"] for d in docs if d["State"]["Running"]}
+        held = self.pool.spares() | {(d.get("NetworkSettings") or {}).get("SandboxKey")
+                                     for d in docs if d["Id"] in running}
         for d in docs:
             ns = d.get("NetworkSettings") or {}
             if d["Id"] in running and ns.get("SandboxKey") and self.wants_dns(d):
@@ -487,7 +487,7 @@ class Sandboxes:
         except FileNotFoundError:
             entries = []
         for name in entries:
-            if name not in running:
+            if os.path.join(self.netns_dir, name) not in held:
                 self._quietly(netns.remove, os.path.join(self.netns_dir, name))
 
     def create_network(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -528,6 +528,7 @@ class Sandboxes:
         self._fw = None
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.pool.close)
         if self._dns is not None:
             await self._dns.close()
 

@@ -143,11 +143,18 @@ def test_port_already_allocated_is_refused_cleanly(pd: Palletd, made: dict) -> N
     out = run(pd, "run", "-d", "--name", "alloc2", "-p", f"{port}:80", IMAGE, "sleep", "60")
     assert out.returncode != 0
     assert "port is already allocated" in out.stderr
+    for _ in range(3):  # a netns each failed start left would pile up
+        assert run(pd, "start", "alloc2").returncode != 0
     doc = json.loads(pd.docker("inspect", "alloc2").stdout)[0]
-    assert doc["State"]["Running"] is False
+    assert doc["State"]["Running"] is False and doc["NetworkSettings"]["SandboxKey"] == ""
     assert links_become("pveth", before) == before  # nothing half-made
-    assert os.listdir(os.path.join(pd.exec_root, "netns")) == [
-        json.loads(pd.docker("inspect", "alloc1").stdout)[0]["Id"]]
+    # alloc1's netns and the spares palletd keeps ready (engine/netnspool.py), no more
+    from pallet.engine.netnspool import SPARES
+
+    held = os.path.basename(json.loads(pd.docker("inspect", "alloc1").stdout)[0][
+        "NetworkSettings"]["SandboxKey"])
+    entries = os.listdir(os.path.join(pd.exec_root, "netns"))
+    assert held in entries and len(entries) <= 1 + SPARES
 
 
 def test_a_port_in_use_on_the_host_is_refused(pd: Palletd, made: dict) -> None:
@@ -164,6 +171,9 @@ def test_a_port_in_use_on_the_host_is_refused(pd: Palletd, made: dict) -> None:
 def test_none_has_only_lo_and_host_sees_the_host(pd: Palletd) -> None:
     out = run(pd, "run", "--rm", "--network", "none", IMAGE, "ls", "/sys/class/net")
     assert out.stdout.split() == ["lo"]
+    # up, with 127.0.0.1, as in dockerd's "none" sandbox
+    out = run(pd, "run", "--rm", "--network", "none", IMAGE, "ip", "-o", "addr", "show", "lo")
+    assert "inet 127.0.0.1/8" in out.stdout, out.stdout
     out = run(pd, "run", "--rm", "--network", "host", IMAGE, "ls", "/sys/class/net")
     assert sorted(out.stdout.split()) == sorted(os.listdir("/sys/class/net"))
     out = run(pd, "run", "--rm", IMAGE, "ls", "/sys/class/net")
@@ -268,10 +278,15 @@ def test_nothing_left_after_rm_and_network_rm(pd: Palletd, made: dict) -> None:
     before = links("pveth")
     port = free_port()
     serve(pd, made, "left1", "--network", "pt-left", "-p", f"{port}:80")
+    key = json.loads(pd.docker("inspect", "left1").stdout)[0]["NetworkSettings"]["SandboxKey"]
+    assert os.path.exists(key)
     pd.docker("rm", "-f", "left1")
     made["containers"].remove("left1")
     assert links_become("pveth", before) == before
-    assert os.listdir(os.path.join(pd.exec_root, "netns")) == []
+    from pallet.engine.netnspool import SPARES
+
+    assert not os.path.exists(key)  # only the spares palletd keeps ready are left
+    assert len(os.listdir(os.path.join(pd.exec_root, "netns"))) <= SPARES
     args = pd.proc.args
     table = args[args.index("--firewall-table") + 1]
     rules = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True,
