@@ -6,13 +6,13 @@ start), with docker's flags, output and exit codes.
 
 from __future__ import annotations
 
-import os
+import posix  # not os: see client.transport.getenv
 import sys
 import time
 
 from pallet.cli import netflags
 from pallet.cli.flags import INT, LIST, STR, Flag, UsageError, parse
-from pallet.client.transport import APIError, Transport
+from pallet.client.transport import APIError, Transport, getenv
 from pallet.errors import start_exit_code
 from pallet.oci import jsonfast as json
 
@@ -106,7 +106,7 @@ def _env_files(paths: list[str]) -> list[str]:
                     if not line or line.startswith("#"):
                         continue
                     if "=" not in line:
-                        line = f"{line}={os.environ.get(line, '')}"
+                        line = f"{line}={getenv(line) or ''}"
                     env.append(line)
         except OSError as exc:
             raise UsageError(f"open {path}: {exc.strerror}") from None
@@ -119,8 +119,8 @@ def _env(items: list[str]) -> list[str]:
     for item in items:
         if "=" in item:
             out.append(item)
-        elif item in os.environ:
-            out.append(f"{item}={os.environ[item]}")
+        elif (value := getenv(item)) is not None:
+            out.append(f"{item}={value}")
     return out
 
 
@@ -214,9 +214,9 @@ def create_body(a: object) -> tuple[dict[str, object], str]:
                             ("device_write_iops", "BlkioDeviceWriteIOps", int)):
         if g[flag]:
             hc[key] = _throttle(g[flag], conv)
-    if g["tty"] and os.isatty(1):
+    if g["tty"] and posix.isatty(1):
         try:
-            cols, rows = os.get_terminal_size(1)
+            cols, rows = posix.get_terminal_size(1)
             hc["ConsoleSize"] = [rows, cols]  # the size from the first moment, as docker
         except OSError:
             pass
@@ -382,7 +382,7 @@ def _run_attached(t: Transport, cid: str, interactive: bool, tty: bool, rm: bool
         sock.close()
         sys.stderr.write(f"pallet: Error response from daemon: {exc.message}.\n")
         return start_exit_code(exc.message, 125)
-    if tty and os.isatty(1):
+    if tty and posix.isatty(1):
         _resize(t, f"/containers/{cid}/resize")
     if sig_proxy and not tty:
         _proxy_signals(t, cid)
@@ -410,7 +410,7 @@ def _proxy_signals(t: Transport, cid: str) -> None:
 
 def _resize(t: Transport, path: str) -> None:
     try:
-        cols, rows = os.get_terminal_size(1)
+        cols, rows = posix.get_terminal_size(1)
         t.request("POST", path, {"h": rows, "w": cols}).close()
     except (OSError, APIError):
         pass
@@ -423,7 +423,7 @@ def stream(sock: object, early: bytes, interactive: bool, tty: bool) -> None:
 
     assert isinstance(sock, _socket.socket)
     saved = None
-    if tty and interactive and os.isatty(0):
+    if tty and interactive and posix.isatty(0):
         import termios
         import tty as ttymod
 
@@ -433,7 +433,7 @@ def stream(sock: object, early: bytes, interactive: bool, tty: bool) -> None:
     def pump_stdin() -> None:
         try:
             while True:
-                data = os.read(0, 65536)
+                data = posix.read(0, 65536)
                 if not data:
                     break
                 sock.sendall(data)
@@ -446,9 +446,9 @@ def stream(sock: object, early: bytes, interactive: bool, tty: bool) -> None:
     try:
         if tty:
             if early:
-                os.write(1, early)
+                posix.write(1, early)
             while data := sock.recv(65536):
-                os.write(1, data)
+                posix.write(1, data)
         else:
             demux(sock, early)
     finally:
@@ -476,7 +476,7 @@ def demux(sock: object, buf: bytes) -> None:
             if not data:
                 return
             buf += data
-        os.write(2 if kind == 2 else 1, buf[8:8 + size])
+        posix.write(2 if kind == 2 else 1, buf[8:8 + size])
         buf = buf[8 + size:]
 
 
@@ -627,14 +627,14 @@ def logs(host: str | None, argv: list[str]) -> int:
         "tail": a.tail or "all", "details": a.details or None})
     if info["Config"].get("Tty"):
         for chunk in resp.chunks():
-            os.write(1, chunk)
+            posix.write(1, chunk)
     else:
         buf = b""
         for chunk in resp.chunks():
             buf += chunk
             while len(buf) >= 8 and len(buf) >= 8 + int.from_bytes(buf[4:8], "big"):
                 size = int.from_bytes(buf[4:8], "big")
-                os.write(2 if buf[0] == 2 else 1, buf[8:8 + size])
+                posix.write(2 if buf[0] == 2 else 1, buf[8:8 + size])
                 buf = buf[8 + size:]
     resp.close()
     return 0
@@ -740,9 +740,9 @@ def exec_(host: str | None, argv: list[str]) -> int:
             "WorkingDir": a.workdir or "", "Privileged": bool(a.privileged),
             "Env": _env_files(_strs(a.env_file)) + _env(_strs(a.env)),
             "DetachKeys": a.detach_keys or ""}
-    if a.tty and os.isatty(1):
+    if a.tty and posix.isatty(1):
         try:
-            cols, rows = os.get_terminal_size(1)
+            cols, rows = posix.get_terminal_size(1)
             body["ConsoleSize"] = [rows, cols]
         except OSError:
             pass
@@ -755,7 +755,7 @@ def exec_(host: str | None, argv: list[str]) -> int:
         return 0
     sock, early = t.hijack(f"/exec/{eid}/start", None,
                            json.dumps({"Detach": False, "Tty": bool(a.tty)}).encode())
-    if a.tty and os.isatty(1):
+    if a.tty and posix.isatty(1):
         _resize(t, f"/exec/{eid}/resize")
     stream(sock, early, bool(a.interactive), bool(a.tty))
     info = t.get_json(f"/exec/{eid}/json")

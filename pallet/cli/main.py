@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from pallet.cli.flags import STR, Flag, UsageError, parse
@@ -176,7 +176,7 @@ def run() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         pass
-    os._exit(code)
+    posix._exit(code)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def prepare(spec: Spec, rootfs: str, in_userns: bool,
     if dev_mounted or not any(x.destination.rstrip("/") == "/dev" for x in spec.mounts):
         if any(_nested(w.destination, "/dev") for _, w in waiting):
             mount_waiting()
-        _make_devices(rootfs, spec.linux.devices, in_userns, bind_dev=_is_bind_dev(spec))
+        _make_devices(rootfs, spec.linux.devices, in_userns, bind_dev=_is_bind_dev(spec),
+                      fresh=dev_mounted and _dev_is_tmpfs(spec))
     mount_waiting()
     if prop:
         m.mount(None, rootfs, None, mountopts.PROPAGATION[prop])
@@ -300,7 +301,15 @@ def _mount_cgroup(rootfs: str, mnt: Mount, cgroup_mounts: list[tuple[str, str, s
         m.mount(None, dest, None, m.MS_REMOUNT | m.MS_BIND | flags)
 
 
-def _make_devices(rootfs: str, devices: list[Device], in_userns: bool, bind_dev: bool) -> None:
+def _dev_is_tmpfs(spec: Spec) -> bool:
+    return any(x.destination.rstrip("/") == "/dev" and x.type == "tmpfs" for x in spec.mounts)
+
+
+def _make_devices(rootfs: str, devices: list[Device], in_userns: bool, bind_dev: bool,
+                  fresh: bool = False) -> None:
+    """The spec's devices and the default ones, and /dev's links. ``fresh``: /dev is
+    the empty tmpfs just mounted, where nothing can be a symlink yet: a node directly
+    in it needs no resolving."""
     if bind_dev:
         return
     dev = paths.mkdir_all_in(rootfs, "/dev")
@@ -308,11 +317,21 @@ def _make_devices(rootfs: str, devices: list[Device], in_userns: bool, bind_dev:
     for d in devices:
         _make_device(rootfs, d.path, d.type, d.major, d.minor, d.file_mode, d.uid, d.gid, in_userns)
         seen.add(d.path)
-    for path, kind, major, minor in DEFAULT_DEVICES:
-        if path not in seen:
-            _make_device(rootfs, path, kind, major, minor, 0o666, 0, 0, in_userns)
+    old = os.umask(0)
+    try:
+        for path, kind, major, minor in DEFAULT_DEVICES:
+            if path in seen:
+                continue
+            if fresh and not in_userns:
+                os.mknod(os.path.join(dev, os.path.basename(path)), stat.S_IFCHR | 0o666,
+                         os.makedev(major, minor))  # root-owned already
+            else:
+                _make_device(rootfs, path, kind, major, minor, 0o666, 0, 0, in_userns)
+    finally:
+        os.umask(old)
     for target, link in DEV_SYMLINKS:
-        _symlink(target, paths.secure_join(rootfs, link))
+        _symlink(target, os.path.join(dev, os.path.basename(link)) if fresh
+                 else paths.secure_join(rootfs, link))
     if os.path.exists("/proc/kcore"):
         _symlink("/proc/kcore", os.path.join(dev, "core"))
     ptmx = os.path.join(dev, "ptmx")
