@@ -720,6 +720,24 @@ def test_a_monitor_killed_is_replaced_and_loses_nothing(pd: Palletd,
     assert run(pd, "exec", "pt-mk-sleep", "true").returncode == 0
     attach = attach_echo(pd, "pt-mk-cat", "after")  # its stdin, held across the restart
     assert attach.stdin is not None
+    attach.stdin.close()  # cat's stdin stays open (not StdinOnce)
+    # SIGTERM: a restart the monitor sees coming (it hands over what it buffers too)
+    os.kill(int(str(after["pid"])), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            again = mon.call("ping")
+            if again["pid"] != after["pid"]:
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    assert again["pid"] != after["pid"] and again["keeper"] == keeper
+    # (the docker CLI, its stream gone with the monitor, waits for cat to exit)
+    attach.kill()
+    attach.wait()
+    attach = attach_echo(pd, "pt-mk-cat", "again")
+    assert attach.stdin is not None
     attach.stdin.close()
     pd.docker("rm", "-f", "pt-mk-cat", "pt-mk-sleep")
     attach.wait(timeout=20)
