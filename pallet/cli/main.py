@@ -150,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(module: str, func: str):  # type: ignore[no-untyped-def]
-    import sys
-
     # __import__, not importlib: importlib's package imports warnings (~0.8 ms a verb)
     name = f"pallet.cli.{module}"
     __import__(name)

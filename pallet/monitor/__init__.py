@@ -2,5 +2,13 @@
 
 It forks each container's init from runtime code imported once (``server``), holds the
 containers' stdio, writes their logs (``logfile``), serves attach streams and writes
-each exit record atomically. palletd speaks to it over a unix socket (``wire``).
+each exit record atomically. palletd speaks to it over a unix socket (``wire``). Its
+parent, the keeper (``keeper``), outlives it and restarts it (``keeperlink``).
 """
+
+import os
+
+
+def warn(text: str) -> None:
+    """A line on the monitor's stderr (its log)."""
+    os.write(2, f"pallet-monitor: {text}\n".encode())

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
-from pallet.monitor import logfile
+from pallet.monitor import keeper, logfile
 from pallet.oci import jsonfast
 
 if TYPE_CHECKING:
@@ -133,24 +132,14 @@ def describe(mon: Monitor) -> tuple[dict[str, Any], list[int]]:
 
 
 def reexec(mon: Monitor) -> None:
-    """Replace this process's program with a fresh monitor that takes over. Returns
-    only if the exec fails (the old program then goes on as before)."""
+    """Replace this process's program with a fresh monitor that takes over. Raises
+    OSError if the exec fails (the old program then goes on as before)."""
     desc, fds = describe(mon)
     for box in mon.boxes.values():
         if box.log is not None:
             os.fsync(box.log.fd)  # the new program appends where this one stopped
-    memfd = os.memfd_create("pallet-monitor-state")
-    os.write(memfd, jsonfast.dumps(desc).encode())
-    for fd in (*fds, memfd):
-        os.set_inheritable(fd, True)
-    argv = [sys.executable, "-m", "pallet.monitor", "--exec-root", mon.exec_root,
-            "--socket", mon.sock_path, "--resume-fd", str(memfd)]
-    try:
-        os.execv(sys.executable, argv)
-    finally:  # still here: the exec failed
-        os.close(memfd)
-        for fd in fds:
-            os.set_inheritable(fd, False)
+    keeper.reexec(mon.exec_root, mon.sock_path, "--resume-fd", jsonfast.dumps(desc).encode(),
+                  fds)
 
 
 def resume(mon: Monitor, memfd: int) -> None:
@@ -161,9 +150,7 @@ def resume(mon: Monitor, memfd: int) -> None:
 
     from pallet.monitor.server import Conn
 
-    size = os.fstat(memfd).st_size
-    desc = jsonfast.loads(os.pread(memfd, size, 0))
-    os.close(memfd)
+    desc = keeper.read_state(memfd)
     mon.listener.close()
     mon.listener = socket.socket(fileno=int(desc["listener"]))
     mon.listener.setblocking(False)

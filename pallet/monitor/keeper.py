@@ -60,6 +60,36 @@ def bind_listener(path: str) -> socket.socket:
     return sock
 
 
+def monitor_argv(exec_root: str, sock_path: str, *extra: str) -> list[str]:
+    """``python -m pallet.monitor`` for ``exec_root`` and ``sock_path``, then ``extra``."""
+    return [sys.executable, "-m", "pallet.monitor", "--exec-root", exec_root,
+            "--socket", sock_path, *extra]
+
+
+def reexec(exec_root: str, sock_path: str, flag: str, state: bytes, fds: list[int]) -> None:
+    """Replace this process's program with pallet.monitor's (an upgrade in place):
+    ``state`` goes in a memfd named by ``flag``, ``fds`` stay open across the exec.
+    Returns only by raising OSError, when the exec failed (and nothing changed)."""
+    memfd = os.memfd_create("pallet-monitor-state")
+    try:
+        os.write(memfd, state)
+        for fd in (*fds, memfd):
+            os.set_inheritable(fd, True)
+        os.execv(sys.executable, monitor_argv(exec_root, sock_path, flag, str(memfd)))
+    finally:  # still here: the exec failed
+        os.close(memfd)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+
+
+def read_state(memfd: int) -> Any:
+    """What ``reexec`` left for the new program (the memfd is closed)."""
+    try:
+        return json.loads(os.pread(memfd, os.fstat(memfd).st_size, 0))
+    finally:
+        os.close(memfd)
+
+
 def send(chan: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
     data = json.dumps(msg, separators=(",", ":")).encode()
     if fds:
@@ -141,9 +171,8 @@ class Keeper:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [sys.executable, "-m", "pallet.monitor", "--exec-root", self.exec_root,
-                "--socket", self.sock_path, "--listen-fd", str(self.listener),
-                "--keeper-fd", str(theirs.fileno())]
+        argv = monitor_argv(self.exec_root, self.sock_path, "--listen-fd", str(self.listener),
+                            "--keeper-fd", str(theirs.fileno()))
         pid = os.fork()
         if pid == 0:
             try:
@@ -261,24 +290,15 @@ class Keeper:
                 "adopted": self.adopted, "bye": self.bye, "delay": self.delay,
                 "boxes": [[box, held] for box, held in self.boxes.values()],
                 "exits": {str(p): s for p, s in self.exits.items()}}
-        memfd = os.memfd_create("pallet-monitor-keeper")
-        os.write(memfd, json.dumps(desc).encode())
-        for fd in (*fds, memfd):
-            os.set_inheritable(fd, True)
         try:
-            os.execv(sys.executable, [sys.executable, "-m", "pallet.monitor", "--exec-root",
-                                      self.exec_root, "--socket", self.sock_path,
-                                      "--keeper-resume-fd", str(memfd)])
+            reexec(self.exec_root, self.sock_path, "--keeper-resume-fd",
+                   json.dumps(desc).encode(), fds)
         except OSError as exc:
             _warn(f"upgrading the keeper: {exc}; going on as before")
-            os.close(memfd)
-            for fd in fds:
-                os.set_inheritable(fd, False)
 
     @classmethod
     def resume(cls, exec_root: str, sock_path: str, memfd: int) -> Keeper:
-        desc = json.loads(os.pread(memfd, os.fstat(memfd).st_size, 0))
-        os.close(memfd)
+        desc = read_state(memfd)
         k = cls(exec_root, sock_path, int(desc["listener"]))
         if int(desc["chan"]) >= 0:
             k.chan = socket.socket(fileno=int(desc["chan"]))

@@ -21,7 +21,8 @@ import socket
 import time
 
 from pallet.errors import InvalidArgument, InvalidState, NotFound
-from pallet.monitor import keeper, logfile, wire
+from pallet.monitor import keeper, logfile, warn, wire
+from pallet.monitor.keeperlink import KeeperLink
 from pallet.oci import jsonfast
 from pallet.oci import spec as ocispec
 from pallet.runtime import container, lifecycle, state
@@ -82,7 +83,7 @@ class Conn:
         self.pending = b""  # stdin sent before the container started
 
 
-class Monitor:
+class Monitor(KeeperLink):
     def __init__(self, exec_root: str, sock_path: str) -> None:
         self.exec_root = exec_root
         self.runtime_root = os.path.join(exec_root, "runtime")
@@ -107,85 +108,6 @@ class Monitor:
     def bind(self) -> None:
         self.listener.close()
         self.listener = keeper.bind_listener(self.sock_path)
-
-    def use_keeper(self, chan: socket.socket) -> None:
-        """From now on tell ``chan``'s keeper what this monitor holds."""
-        os.set_inheritable(chan.fileno(), False)
-        chan.settimeout(keeper.SEND_TIMEOUT)
-        self.keeper = chan
-        self.ep.register(chan.fileno(), select.EPOLLIN)
-
-    def adopt(self) -> None:
-        """Take over the containers of the monitor this one replaces (a restart): their
-        descriptors and the exits the keeper saw since (see keeper.py)."""
-        from pallet.monitor import handover
-
-        assert self.keeper is not None
-        keeper.send(self.keeper, {"op": "adopt"})
-        now = time.monotonic()
-        while True:
-            msg, fds = keeper.recv(self.keeper)
-            if msg is None:
-                raise OSError("the keeper closed the channel during the hand-over")
-            if "box" in msg:
-                box = handover.restore_box(self, msg["box"], fds, now)
-                if box.exit_code is not None and not box.done:
-                    box.deadline = now + DRAIN_SECONDS  # reaped already; draining
-                continue
-            for pid, status in msg.get("exits", {}).items():
-                self._exited(int(pid), int(status))
-            break
-        # A container the previous monitor was starting when it died was never handed
-        # over, and its output has nobody to read it: end it, as palletd ends orphans.
-        for cid in state.list_ids(self.runtime_root):
-            if cid not in self.boxes:
-                try:
-                    lifecycle.delete(state.load(self.runtime_root, cid), force=True)
-                except Exception as exc:
-                    _warn(f"ending container {cid}, which nobody held: {exc}")
-
-    def _keep(self, box: Box, full: bool = False) -> None:
-        """Hand the keeper ``box``'s descriptors (again, when they changed)."""
-        if self.keeper is None or box.done:
-            return
-        from pallet.monitor import handover
-
-        self._tell_keeper({"op": "hold", "box": handover.box_state(
-            box, time.monotonic(), full)}, handover.box_fds(box))
-
-    def _tell_keeper(self, msg: dict[str, object], fds: list[int] | None = None) -> None:
-        if self.keeper is None:
-            return
-        try:
-            keeper.send(self.keeper, msg, fds)
-        except OSError as exc:
-            self._lose_keeper(f"telling the keeper: {exc}")
-
-    def _from_keeper(self) -> None:
-        assert self.keeper is not None
-        try:
-            msg, fds = keeper.recv(self.keeper, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._lose_keeper(f"reading from the keeper: {exc}")
-            return
-        for fd in fds:
-            os.close(fd)
-        if msg is None:
-            self._lose_keeper("the keeper is gone")
-        elif "exit" in msg:  # a container adopted from an earlier monitor
-            self._exited(int(msg["exit"]), int(msg["status"]))
-
-    def _lose_keeper(self, why: str) -> None:
-        assert self.keeper is not None
-        _warn(f"{why}; containers will not outlive this monitor")
-        try:
-            self.ep.unregister(self.keeper.fileno())
-        except (OSError, ValueError):
-            pass
-        self.keeper.close()
-        self.keeper = None
 
     def serve(self) -> None:
         from pallet.linux import prctl
@@ -237,7 +159,7 @@ class Monitor:
                 try:
                     handover.reexec(self)  # does not return when it works
                 except OSError as exc:
-                    _warn(f"upgrade: {exc}; going on as before")
+                    warn(f"upgrade: {exc}; going on as before")
         if self.keeper is not None and not self.stopping:
             # Not a shutdown (SIGTERM): the keeper starts another monitor, which takes
             # every container over, with what is buffered for them now.
@@ -649,7 +571,7 @@ class Monitor:
             try:
                 lifecycle.kill(state.load(self.runtime_root, box.id), 9, all_procs=True)
             except Exception as exc:  # it may be exiting already
-                _warn(f"killing {box.id}: {exc}")
+                warn(f"killing {box.id}: {exc}")
         self.stopping = True
         return {"ok": True}
 
@@ -780,11 +702,7 @@ class Monitor:
         box = self.by_pid.pop(pid, None)
         if box is None:
             return  # an orphan we adopted as subreaper
-        if status < 0:
-            box.exit_code = 255
-        else:
-            box.exit_code = (128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
-                             else os.WEXITSTATUS(status))
+        box.exit_code = lifecycle.exit_code(status) if status >= 0 else 255
         box.finished_at = time.time()
         box.oom_killed = self._oom_killed(box)
         if box.outputs:
@@ -835,7 +753,7 @@ class Monitor:
                 state.write_atomic(os.path.join(box.state_dir, EXIT_RECORD),
                                    jsonfast.dumps(rec).encode(), 0o600)
             except OSError as exc:
-                _warn(f"writing the exit record of {box.id}: {exc}")
+                warn(f"writing the exit record of {box.id}: {exc}")
         # The feed first: whoever reads an attach stream's end may ask for the exit code.
         event = wire.encode({"event": "exit", **rec})
         for conn in list(self.conns.values()):
@@ -851,7 +769,7 @@ class Monitor:
             except NotFound:
                 pass
             except Exception as exc:  # the exit must be recorded even if cleanup fails
-                _warn(f"cleaning up container {box.id}: {exc}")
+                warn(f"cleaning up container {box.id}: {exc}")
 
     def _forget(self, box: Box) -> None:
         self.boxes.pop(box.id, None)
@@ -862,7 +780,3 @@ class Monitor:
                 os.unlink(os.path.join(box.state_dir, EXIT_RECORD))
             except FileNotFoundError:
                 pass
-
-
-def _warn(text: str) -> None:
-    os.write(2, f"pallet-monitor: {text}\n".encode())

@@ -215,10 +215,13 @@ def wait_exit(pid: int) -> int:
             continue
         except ChildProcessError:
             return 0
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        if os.WIFEXITED(status):
-            return os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status) or os.WIFEXITED(status):
+            return exit_code(status)
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit status, or 128 + the signal."""
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
 def kill_and_reap(pid: int) -> None:

@@ -98,11 +98,12 @@ def prepare(spec: Spec, rootfs: str, in_userns: bool,
             raise RootfsError(f"{where}: {_describe(exc)}") from exc
         if mnt.destination.rstrip("/") == "/dev":
             dev_mounted = True
-    if dev_mounted or not any(x.destination.rstrip("/") == "/dev" for x in spec.mounts):
+    dev = _dev_mount(spec)
+    if dev_mounted or dev is None:
         if any(_nested(w.destination, "/dev") for _, w in waiting):
             mount_waiting()
-        _make_devices(rootfs, spec.linux.devices, in_userns, bind_dev=_is_bind_dev(spec),
-                      fresh=dev_mounted and _dev_is_tmpfs(spec))
+        _make_devices(rootfs, spec.linux.devices, in_userns, bind_dev=_is_bind_dev(dev),
+                      fresh=dev is not None and dev.type == "tmpfs")
     mount_waiting()
     if prop:
         m.mount(None, rootfs, None, mountopts.PROPAGATION[prop])
@@ -132,11 +133,14 @@ def _describe(exc: OSError) -> str:
     return f"{exc.strerror}{where}"
 
 
-def _is_bind_dev(spec: Spec) -> bool:
-    for mnt in spec.mounts:
-        if mnt.destination.rstrip("/") == "/dev":
-            return "bind" in mnt.options or "rbind" in mnt.options or mnt.type == "bind"
-    return False
+def _dev_mount(spec: Spec) -> Mount | None:
+    """The spec's mount on /dev, if any."""
+    return next((x for x in spec.mounts if x.destination.rstrip("/") == "/dev"), None)
+
+
+def _is_bind_dev(dev: Mount | None) -> bool:
+    return dev is not None and ("bind" in dev.options or "rbind" in dev.options
+                                or dev.type == "bind")
 
 
 def _mount_one(rootfs: str, mnt: Mount, in_userns: bool, where: str,
@@ -299,10 +303,6 @@ def _mount_cgroup(rootfs: str, mnt: Mount, cgroup_mounts: list[tuple[str, str, s
                         os.symlink(sub, link)
     if not v2_only and flags & m.MS_RDONLY:
         m.mount(None, dest, None, m.MS_REMOUNT | m.MS_BIND | flags)
-
-
-def _dev_is_tmpfs(spec: Spec) -> bool:
-    return any(x.destination.rstrip("/") == "/dev" and x.type == "tmpfs" for x in spec.mounts)
 
 
 def _make_devices(rootfs: str, devices: list[Device], in_userns: bool, bind_dev: bool,
