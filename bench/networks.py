@@ -35,6 +35,8 @@ turns. The rows:
                       host -> gateway:PORT        (the bridge's address)   goal >= 1x
                       container -> gateway:PORT   (another container on the bridge,
                                                    through the published port)
+                      host -> container IP:PORT   (the server's own address, no NAT;
+                                                   for reference)
                     timed by the client from connect until the server has confirmed
                     the byte count; 3 transfers a round for each side; clients on CPU 0
                     and servers on CPU 1 (taskset, --cpuset-cpus) where there are two
@@ -116,6 +118,7 @@ ROWS: tuple[tuple[str, str, tuple[str, ...], tuple[float, str] | None], ...] = (
     ("down 127.0.0.1", "MB/s", DATA_SIDES, (1.0, ">=")),
     ("up gateway", "MB/s", DATA_SIDES, (1.0, ">=")),
     ("ctr->gateway", "MB/s", DATA_SIDES, (1.0, ">=")),
+    ("up container IP", "MB/s", DATA_SIDES, None),
 )
 
 # The server in the container: per connection a 9-byte head, b"u" or b"d" and a count;
@@ -537,6 +540,7 @@ class Servers:
     local: int
     on_gateway: int
     ids: list[str]
+    ip: str = ""  # the server container's own address on the bridge
 
 
 def start_servers(e: Engines, side: str) -> Servers:
@@ -553,6 +557,8 @@ def start_servers(e: Engines, side: str) -> Servers:
         srv.ids.append(e.sh(side, ["run", "-d", *mount, *e.cpuset(CLIENT_CPU), IMAGE,
                                    "/bin/sleep", "1d"]).split()[-1])
         wait_ready(e, side, srv.ids[0])
+        srv.ip = e.sh(side, ["inspect", "-f", "{{.NetworkSettings.IPAddress}}",
+                             srv.ids[0]]).strip()
     except BaseException:
         if srv.ids:
             e.sh(side, ["rm", "-f", *srv.ids])
@@ -583,6 +589,7 @@ def data_phase(e: Engines, sides: tuple[str, str], i: int, size: int,
                                            size))
                 add("ctr->gateway", transfer(e, srv.side, srv.gateway, srv.on_gateway, "u",
                                              size, srv.ids[1]))
+                add("up container IP", transfer(e, srv.side, srv.ip, SERVER_PORT, "u", size))
     finally:
         for srv in servers:
             e.sh(srv.side, ["rm", "-f", *srv.ids])
@@ -657,11 +664,11 @@ def report(results: dict[tuple[str, str], list[float]], n: int, size: int, fs: s
     where = "a private journaled ext4" if fs == "loop" else "the host's /tmp"
     print(f"\n{n} rounds, alternating, stores on {where}; seconds of CLI wall time or MB/s "
           f"of {size >> 20} MiB transfers, median [min-max]\n")
-    head = (f"{'row':<15}" + "".join(f"{s:>24}" for s in SIDES)
+    head = (f"{'row':<20}" + "".join(f"{s:>24}" for s in SIDES)
             + f"{'pallet/docker':>15}{'pallet/d+proxy':>16}   goal")
     print(head)
     for row, unit, sides, goal in ROWS:
-        line = f"{row + (' s' if unit == 's' else ' MB/s'):<15}"
+        line = f"{row + (' s' if unit == 's' else ' MB/s'):<20}"
         for s in SIDES:
             xs = results.get((row, s))
             line += f"{_cells(xs, unit) if xs and s in sides else '-':>24}"

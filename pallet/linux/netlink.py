@@ -80,6 +80,8 @@ IFLA_PROTINFO = 12
 IFLA_LINKINFO = 18
 IFLA_EXT_MASK = 29
 IFLA_NET_NS_FD = 28
+IFLA_TSO_MAX_SIZE = 59
+IFLA_GSO_IPV4_MAX_SIZE = 63
 
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -132,6 +134,11 @@ class Link:
     mac: str  # "aa:bb:cc:dd:ee:ff", "" when the device has none
     up: bool  # administratively up (IFF_UP)
     mtu: int
+    # The largest TCP segment the device takes (tso_max_size), and the one the stack
+    # builds for IPv4 through it (gso_ipv4_max_size, "BIG TCP" above 64 KiB); 0 where
+    # the kernel does not say (gso_ipv4_max_size came with 6.3).
+    tso_max_size: int = 0
+    gso_ipv4_max_size: int = 0
 
 
 # --- encoding -----------------------------------------------------------------------------
@@ -326,6 +333,9 @@ def parse_link(payload: bytes) -> Link:
         mac=format_mac(attrs.get(IFLA_ADDRESS, b"")),
         up=bool(flags & IFF_UP),
         mtu=u32(attrs[IFLA_MTU]) if IFLA_MTU in attrs else 0,
+        tso_max_size=u32(attrs[IFLA_TSO_MAX_SIZE]) if IFLA_TSO_MAX_SIZE in attrs else 0,
+        gso_ipv4_max_size=(u32(attrs[IFLA_GSO_IPV4_MAX_SIZE])
+                           if IFLA_GSO_IPV4_MAX_SIZE in attrs else 0),
     )
 
 
@@ -427,7 +437,7 @@ class RtNetlink:
 
     def link_set(self, index: int, *, up: bool | None = None, master: int | None = None,
                  mtu: int | None = None, mac: str | None = None, name: str | None = None,
-                 netns_fd: int | None = None) -> None:
+                 netns_fd: int | None = None, gso_ipv4_max_size: int | None = None) -> None:
         """Change a link; ``master=0`` releases it from its bridge. The kernel applies a
         namespace move first, then the address, MTU, name, master and up/down."""
         attrs = []
@@ -441,6 +451,8 @@ class RtNetlink:
             attrs.append(attr_str(IFLA_IFNAME, name))
         if master is not None:
             attrs.append(attr_u32(IFLA_MASTER, master))
+        if gso_ipv4_max_size is not None:
+            attrs.append(attr_u32(IFLA_GSO_IPV4_MAX_SIZE, gso_ipv4_max_size))
         change = IFF_UP if up is not None else 0
         flags = IFF_UP if up else 0
         body = ifinfomsg(index, flags, change) + b"".join(attrs)

@@ -50,6 +50,7 @@ MAX_IFNAME = 15  # IFNAMSIZ less the NUL
 _BAD_NAME_CHARS = frozenset("/: \t\n\r\f\v")
 _PROC_SYS = "/proc/sys"
 _TBF_LATENCY = "50ms"
+_GSO_LEGACY_MAX = 65536  # the largest TCP segment before "BIG TCP"
 
 
 # --- bridges ------------------------------------------------------------------------------
@@ -122,9 +123,10 @@ def attach(netns_path: str, bridge: str, host_ifname: str, ifname: str, addrs: l
         _check_mtu(mtu)
     v6 = any(parse_cidr(c)[0] == socket.AF_INET6 for c in cidrs)
     with _errors(f"endpoint {host_ifname}"), RtNetlink() as nl:
-        br = nl.link_index(bridge)
-        if br is None:
+        br_link = nl.link(bridge)
+        if br_link is None:
             raise NotFound(f"bridge {bridge} not found", op="attach", obj=bridge)
+        br = br_link.index
         try:
             fd = netns.fd_of(netns_path)
         except FileNotFoundError as exc:
@@ -136,6 +138,9 @@ def attach(netns_path: str, bridge: str, host_ifname: str, ifname: str, addrs: l
             try:
                 if hairpin:
                     nl.set_hairpin(host, True)
+                widen_gso(nl, host_ifname)
+                if br_link.gso_ipv4_max_size <= _GSO_LEGACY_MAX:  # its first port, likely
+                    widen_gso(nl, bridge)
                 netns.run_in_fd(fd, lambda: _configure_inside(ifname, cidrs, gws, v6))
             except BaseException:
                 with contextlib.suppress(OSError):  # the veth goes; the first error stays
@@ -143,6 +148,24 @@ def attach(netns_path: str, bridge: str, host_ifname: str, ifname: str, addrs: l
                 raise
         finally:
             os.close(fd)
+
+
+def widen_gso(nl: RtNetlink, name: str) -> None:
+    """Let the host build TCP segments as large as the device ``name`` takes ("BIG TCP"
+    for IPv4, kernel 6.3 and later; up to 512 KiB for a veth) instead of 64 KiB.
+
+    Set on a bridge and on the host ends of its veths, which carry what the host sends
+    to containers: that traffic, published ports included, then crosses the bridge,
+    conntrack and the veth a fourth as often per byte. Not set on a container's end: what
+    a container sends may leave through a NIC that takes 64 KiB, and a larger segment
+    would be cut up in software there. The kernel lowers a bridge's size by itself when
+    a port that takes less joins it. Best effort: a kernel that refuses keeps 64 KiB."""
+    link = nl.link(name)
+    if link is None or not link.gso_ipv4_max_size:
+        return  # gone, or a kernel without per-device IPv4 sizes
+    if link.tso_max_size > link.gso_ipv4_max_size:
+        with contextlib.suppress(OSError):
+            nl.link_set(link.index, gso_ipv4_max_size=link.tso_max_size)
 
 
 def detach(host_ifname: str) -> None:

@@ -8,6 +8,7 @@ of 10.234.0.0/16 (and a random ULA /64) that the host does not route anywhere el
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -319,6 +320,50 @@ def test_two_namespaces_talk_through_the_bridge(net: Net, new_ns: Callable[[], s
     assert not ping(b, net.ip4(2))
     assert index_in(a, "eth0") is None
     links.detach(ha)  # gone already: no error
+
+
+def test_the_host_side_takes_big_tcp_segments(net: Net, new_ns: Callable[[], str],
+                                              host_if: Callable[[], str]) -> None:
+    """The bridge and the host end of a veth take IPv4 segments as large as the device
+    does ("BIG TCP", what the host sends to containers); the container's end keeps
+    64 KiB (what it sends may leave by a NIC that takes no more); bytes arrive whole."""
+    a = new_ns()
+    ha = host_if()
+    links.attach(a, net.bridge, ha, "eth0", [net.cidr4(2)], [net.ip4(1)])
+    with RtNetlink() as nl:
+        host, bridge = nl.link(ha), nl.link(net.bridge)
+    inside, _addrs = link_in(a, "eth0")
+    assert host is not None and bridge is not None
+    if not host.gso_ipv4_max_size:
+        pytest.skip("this kernel has no per-device IPv4 GSO size (before 6.3)")
+    assert host.tso_max_size > 65536
+    assert host.gso_ipv4_max_size == host.tso_max_size
+    assert bridge.gso_ipv4_max_size == bridge.tso_max_size > 65536
+    assert inside.gso_ipv4_max_size == 65536
+
+    # the host sends through the bridge with its big segments; every byte arrives
+    server = netns.run_in(a, lambda: socket.create_server((net.ip4(2), 0)))
+    port = server.getsockname()[1]
+    got: list[bytes] = []
+
+    def drain() -> None:
+        conn, _ = server.accept()
+        with conn:
+            digest = hashlib.sha256()
+            while chunk := conn.recv(1 << 20):
+                digest.update(chunk)
+            got.append(digest.digest())
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    data = secrets.token_bytes(1 << 20) * 32
+    try:
+        with socket.create_connection((net.ip4(2), port), timeout=20) as client:
+            client.sendall(data)
+        reader.join(timeout=30)
+    finally:
+        server.close()
+    assert got == [hashlib.sha256(data).digest()]
 
 
 def test_second_network_and_detach_in(net: Net, new_ns: Callable[[], str],

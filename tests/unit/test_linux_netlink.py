@@ -152,6 +152,10 @@ def test_parse_link() -> None:
                            mac="02:42:ac:11:00:02", up=True, mtu=1500)
     plain = nl.parse_link(link_payload(1, "lo"))
     assert (plain.kind, plain.master, plain.up) == ("", None, False)
+    assert (plain.tso_max_size, plain.gso_ipv4_max_size) == (0, 0)  # an older kernel's
+    sizes = nl.parse_link(link_payload(3, "pallet0") + nl.attr_u32(nl.IFLA_TSO_MAX_SIZE, 524280)
+                          + nl.attr_u32(nl.IFLA_GSO_IPV4_MAX_SIZE, 65536))
+    assert (sizes.tso_max_size, sizes.gso_ipv4_max_size) == (524280, 65536)
 
 
 def test_parse_attrs_last_wins_and_stops_at_truncation() -> None:
