@@ -26,7 +26,8 @@ async def list_images(request: web.Request) -> web.Response:
         if key not in ("dangling", "label", "reference", "before", "since", "until"):
             raise InvalidArgument(f"invalid filter '{key}'")
     body = await asyncio.to_thread(_images(request).listing, request["api_version"], flt,
-                                   params.boolean(q.get("all")))
+                                   params.boolean(q.get("all")),
+                                   params.boolean(q.get("shared-size")))
     return web.json_response(body)
 
 

@@ -65,7 +65,7 @@ class Engine:
         pallet rotates, and counts)."""
         from pallet.monitor import logfile
 
-        images = self.images.listing("1.44", {})
+        images = self.images.listing("1.44", {}, shared_size=True)
         containers = self.containers.listing(all_=True, size=True)
         for img in images:
             img["Containers"] = sum(1 for c in containers if c["ImageID"] == img["Id"])

@@ -337,10 +337,24 @@ class ImageService:
             out["VirtualSize"] = row.size
         return out
 
+    def shared_sizes(self) -> dict[str, int]:
+        """Per image, the bytes of its layers that another image has too (dockerd's
+        SharedSize: what removing the image alone would not free)."""
+        chains = {row.id: [layer.chain_id for layer in self.db.layers(row.id)]
+                  for row in self.db.images()}
+        users: dict[str, int] = {}
+        for image_chains in chains.values():
+            for chain in set(image_chains):
+                users[chain] = users.get(chain, 0) + 1
+        return {image_id: sum(self.layers.get(c).size for c in set(image_chains)
+                              if users[c] > 1)
+                for image_id, image_chains in chains.items()}
+
     def listing(self, api_version: str, filters: dict[str, list[str]],
-             all_images: bool = False) -> list[dict[str, Any]]:
+             all_images: bool = False, shared_size: bool = False) -> list[dict[str, Any]]:
         out = []
         parents = self.db.parents()
+        shared = self.shared_sizes() if shared_size else {}
         for row in self.db.images():
             tags = self.db.tags_of(row.id)
             # a build's intermediate steps show with -a only, as dockerd's
@@ -349,6 +363,8 @@ class ImageService:
             if not _keep(row, tags, filters, self, parents):
                 continue
             summary = self.summary(row, api_version)
+            if shared_size:
+                summary["SharedSize"] = shared[row.id]
             if filters.get("reference"):
                 # as moby: only the names that matched are listed
                 summary["RepoTags"] = [t for t in summary["RepoTags"]

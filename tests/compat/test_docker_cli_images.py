@@ -132,3 +132,31 @@ def test_events_and_df_follow_images(palletd: Palletd, image: str) -> None:  # n
     assert df["Type"] == "Images" and int(df["TotalCount"]) >= 1
     info = json.loads(palletd.docker("info", "--format", "{{json .}}").stdout)
     assert info["Images"] >= 1
+
+
+def test_df_tells_shared_layers_as_dockerd(palletd: Palletd, image: str) -> None:  # noqa: F811
+    """/system/df gives each image's SharedSize (bytes of layers another image has too),
+    which the docker CLI needs to tell what removing unused images would free."""
+    def df_images() -> dict[str, dict[str, int]]:
+        df = json.loads(palletd.request("GET", "/v1.44/system/df")[2])
+        return {i["Id"]: i for i in df["Images"]}
+
+    alone = df_images()[image]
+    assert alone["SharedSize"] == 0 and alone["Containers"] == 0
+    palletd.docker("run", "-d", "--name", "df-user", image, "sh", "-c",
+                   "echo x > /added; sleep 60")
+    try:
+        palletd.docker("exec", "df-user", "test", "-f", "/added")
+        child = palletd.docker("commit", "df-user", "pallet-test/df-child:1").stdout.strip()
+        images = df_images()
+        assert images[image]["Containers"] == 1
+        # every layer of the base is in the child too; the child's own layer is not shared
+        assert images[image]["SharedSize"] == images[image]["Size"]
+        assert images[child]["SharedSize"] == images[image]["Size"] < images[child]["Size"]
+        listed = json.loads(palletd.request("GET", "/v1.44/images/json?shared-size=1")[2])
+        assert {i["Id"]: i["SharedSize"] for i in listed}[child] == images[image]["Size"]
+        plain = json.loads(palletd.request("GET", "/v1.44/images/json")[2])
+        assert {i["SharedSize"] for i in plain} == {-1}  # computed only when asked, as moby
+    finally:
+        palletd.docker("rm", "-f", "df-user", check=False)
+        palletd.docker("rmi", "-f", "pallet-test/df-child:1", check=False)
