@@ -5,7 +5,8 @@ Run as root:  .venv/bin/python -m bench.runtime [--rounds N]
 Each round times, in turn, every runtime on the same operation (A B C A B C ...), and
 the report gives medians, min-max and the ratio to runc. Operations:
   run      `RUNTIME run ID` of a container whose process is `true`
-  lifecycle  `create` + `start` + `delete` (the process is `true`; delete after it exits)
+  lifecycle  `create` + `start` + `delete` (the process is `true`; delete after it exits),
+           and each of the three verbs on its own line
 
 Every runtime is driven by the same small timer process (spawn + wait, wall clock), so
 they pay the same measuring overhead. crun 1.8 refuses this machine's hybrid cgroup
@@ -24,20 +25,23 @@ import subprocess
 import sys
 import tempfile
 
+VERBS = ("create", "start", "delete")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A timer: reads one JSON list of argv lists per line, runs them one after another,
-# answers the wall time of the whole group in seconds (and the worst exit code).
+# answers the wall time of each in seconds (and the worst exit code).
 TIMER = r"""
 import json, os, subprocess, sys, time
 for line in sys.stdin:
     cmds = json.loads(line)
-    t = time.perf_counter()
+    times = []
     worst = 0
     for argv in cmds:
+        t = time.perf_counter()
         worst = max(worst, subprocess.run(argv, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL).returncode)
-    sys.stdout.write(json.dumps([time.perf_counter() - t, worst]) + "\n")
+        times.append(time.perf_counter() - t)
+    sys.stdout.write(json.dumps([times, worst]) + "\n")
     sys.stdout.flush()
 """
 
@@ -47,14 +51,15 @@ class Timer:
         self.proc = subprocess.Popen([*prefix, sys.executable, "-c", TIMER],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def time(self, cmds: list[list[str]]) -> float:
+    def time(self, cmds: list[list[str]]) -> list[float]:
+        """Seconds each of ``cmds`` took, run one after another."""
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps(cmds) + "\n")
         self.proc.stdin.flush()
-        elapsed, code = json.loads(self.proc.stdout.readline())
+        times, code = json.loads(self.proc.stdout.readline())
         if code != 0:
             raise RuntimeError(f"{cmds} failed with exit code {code}")
-        return float(elapsed)
+        return [float(t) for t in times]
 
     def close(self) -> None:
         assert self.proc.stdin
@@ -111,14 +116,17 @@ def main() -> int:
                 root = os.path.join(state_base, f"root-{name}")
                 cid = f"bench-{name}-{i}"
                 t = timers[name]
-                results.setdefault(("run", name), []).append(
+                results.setdefault(("run", name), []).extend(
                     t.time([[exe, "--root", root, "run", "--bundle", bundle, cid]]))
                 cid2 = cid + "-l"
-                results.setdefault(("lifecycle", name), []).append(t.time([
+                verbs = t.time([
                     [exe, "--root", root, "create", "--bundle", bundle, cid2],
                     [exe, "--root", root, "start", cid2],
                     [exe, "--root", root, "delete", "--force", cid2],
-                ]))
+                ])
+                results.setdefault(("lifecycle", name), []).append(sum(verbs))
+                for verb, seconds in zip(VERBS, verbs, strict=True):
+                    results.setdefault((verb, name), []).append(seconds)
         report(results, list(runtimes), args.rounds)
     finally:
         for t in set(timers.values()):
@@ -131,16 +139,17 @@ def main() -> int:
 def report(results: dict[tuple[str, str], list[float]], names: list[str], rounds: int) -> None:
     print(f"\n{rounds} rounds, alternating; wall time per operation, median [min-max]\n")
     print(f"{'operation':<12}" + "".join(f"{n:>24}" for n in names) + "   pallet/runc")
-    for op in ("run", "lifecycle"):
+    for op in ("run", "lifecycle", *(f"  {v}" for v in VERBS)):
+        key = op.strip()
         row = f"{op:<12}"
         for n in names:
-            xs = results[(op, n)]
+            xs = results[(key, n)]
             med, lo, hi = (statistics.median(xs) * 1000, min(xs) * 1000, max(xs) * 1000)
             cell = f"{med:.1f} ms [{lo:.0f}-{hi:.0f}]"
             row += f"{cell:>24}"
         if "runc" in names:
-            ours = statistics.median(results[(op, "pallet")])
-            row += f"   {ours / statistics.median(results[(op, 'runc')]):.2f}"
+            ours = statistics.median(results[(key, "pallet")])
+            row += f"   {ours / statistics.median(results[(key, 'runc')]):.2f}"
         print(row)
 
 

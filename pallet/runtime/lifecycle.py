@@ -172,9 +172,9 @@ def _force_stop(ctr: state.Container, status: str) -> None:
 def destroy(ctr: state.Container) -> None:
     """Remove the cgroup and the state directory; run poststop hooks."""
     if ctr.cgroup_paths:
-        from pallet.runtime.cgroups import Cgroup
+        from pallet.runtime.cgroups import tree
 
-        Cgroup.from_paths(ctr.cgroup_paths).destroy()
+        tree.destroy(ctr.cgroup_paths.values())
     state.remove_dir(ctr.dir)
     poststop = _hooks(ctr, "poststop")
     if poststop:

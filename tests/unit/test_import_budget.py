@@ -21,7 +21,7 @@ BANNED = {
 HOT_MODULES = (
     "pallet.runtime.cli", "pallet.runtime.verbs", "pallet.runtime.container",
     "pallet.runtime.init", "pallet.runtime.rootfs", "pallet.runtime.process",
-    "pallet.runtime.state", "pallet.runtime.cgroups", "pallet.runtime.hooks",
+    "pallet.runtime.state", "pallet.runtime.cgroups.cgroup", "pallet.runtime.hooks",
     "pallet.runtime.lifecycle", "pallet.runtime.paths", "pallet.runtime.mountopts",
     "pallet.runtime.sync", "pallet.runtime.seccomp", "pallet.oci.spec",
     "pallet.oci.resources", "pallet.linux.proc", "pallet.linux.pidfd", "pallet.linux.signals",
@@ -47,6 +47,18 @@ def test_the_run_path_imports_no_banned_module() -> None:
     loaded = imported_modules("; ".join(f"import {m}" for m in HOT_MODULES))
     assert "pallet.runtime.container" in loaded  # the probe saw the imports at all
     assert sorted(loaded & BANNED) == []
+
+
+def test_delete_loads_only_the_cgroup_tree() -> None:
+    """`delete` removes directories: the rest of the cgroups package (layout, v1, the
+    Cgroup class) stays unloaded, and the package loads its names only when asked."""
+    loaded = imported_modules("from pallet.runtime import lifecycle; "
+                              "from pallet.runtime.cgroups import tree")
+    assert "pallet.runtime.cgroups.tree" in loaded
+    assert sorted(loaded & {"pallet.runtime.cgroups.cgroup", "pallet.runtime.cgroups.v1",
+                            "pallet.runtime.cgroups.layout"}) == []
+    assert "pallet.runtime.cgroups.cgroup" in imported_modules(
+        "from pallet.runtime.cgroups import Cgroup")
 
 
 def test_the_probe_catches_a_banned_module() -> None:

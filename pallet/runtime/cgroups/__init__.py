@@ -29,7 +29,26 @@ Limitations (documented, checked by tests):
 
 from __future__ import annotations
 
-from .cgroup import UNIFIED, Cgroup
-from .layout import Hierarchy, Layout, detect_layout, parse_mountinfo
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .cgroup import UNIFIED, Cgroup
+    from .layout import Hierarchy, Layout, detect_layout, parse_mountinfo
 
 __all__ = ["UNIFIED", "Cgroup", "Hierarchy", "Layout", "detect_layout", "parse_mountinfo"]
+
+# Loaded when first asked for: `delete` needs only ``tree`` of this package, and every
+# import of a submodule runs this file first.
+_FROM_CGROUP = ("UNIFIED", "Cgroup")
+_FROM_LAYOUT = ("Hierarchy", "Layout", "detect_layout", "parse_mountinfo")
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_CGROUP:
+        from . import cgroup
+
+        return getattr(cgroup, name)
+    if name in _FROM_LAYOUT:
+        from . import layout
+
+        return getattr(layout, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pallet.oci.resources import Resources
 
 UNIFIED = ""  # the key of the cgroup2 hierarchy in paths()
-DEFAULT_PARENT = "pallet"
+DEFAULT_PARENT = tree.DEFAULT_PARENT
 
 # Where process lists are read: any hierarchy holds every process, the pids one is cheapest.
 _PROCS_FROM = ("pids", "freezer", "memory", "cpu", "cpuacct", "devices", "blkio", "cpuset")
@@ -212,15 +212,7 @@ class Cgroup:
 
     def destroy(self) -> None:
         """rmdir what create() made (or the leaves, when reopened); gone dirs are fine."""
-        leaves = set(self._dirs.values())
-        for leaf in sorted(leaves, key=lambda p: p.count("/"), reverse=True):
-            tree.remove(leaf)
-        # Parents: ours if create() made them, and the default /pallet. Others may share
-        # them, so a busy or non-empty parent stays.
-        parents = {p for p in self._created if p not in leaves}
-        parents.update(os.path.dirname(p) for p in leaves if _is_default_parent(p))
-        for parent in sorted(parents, key=lambda p: p.count("/"), reverse=True):
-            tree.remove_if_unused(parent)
+        tree.destroy(self._dirs.values(), self._created)
         self._created = []
 
     # --- resources ----------------------------------------------------------------------
@@ -410,5 +402,3 @@ class Cgroup:
         return f"Cgroup({self._dirs!r})"
 
 
-def _is_default_parent(leaf: str) -> bool:
-    return os.path.basename(os.path.dirname(leaf)) == DEFAULT_PARENT

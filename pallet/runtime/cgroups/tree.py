@@ -10,6 +10,12 @@ from pallet.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 
 from . import fs
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+DEFAULT_PARENT = "pallet"  # the parent of containers' cgroups unless the spec says
+
 # How long remove() waits for processes that are still exiting (EBUSY), ~1 s in all.
 RMDIR_DELAYS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.3)
 
@@ -92,6 +98,22 @@ def remove(directory: str) -> None:
                     obj=directory,
                 ) from exc
             time.sleep(delay)
+
+
+def destroy(leaves: Iterable[str], created: Iterable[str] = ()) -> None:
+    """Remove a container's cgroup: its ``leaves`` (one per hierarchy) with whatever was
+    made inside them, then the parents that ``created`` lists and the default parent
+    (/pallet), unless another cgroup still uses them. Gone dirs are fine.
+
+    What `delete` needs of cgroups, without the rest of the package."""
+    leaf_set = set(leaves)
+    for leaf in sorted(leaf_set, key=lambda p: p.count("/"), reverse=True):
+        remove(leaf)
+    parents = {p for p in created if p not in leaf_set}
+    parents.update(os.path.dirname(p) for p in leaf_set
+                   if os.path.basename(os.path.dirname(p)) == DEFAULT_PARENT)
+    for parent in sorted(parents, key=lambda p: p.count("/"), reverse=True):
+        remove_if_unused(parent)
 
 
 def remove_if_unused(directory: str) -> None:
