@@ -459,7 +459,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     from pallet.storage.diff import tar_directory
 
     svc = _svc(request)
-    ctx = svc.rootfs(_id(request))
+    ctx = svc.rootfs(_id(request), mounts=False)  # as dockerd: no volumes, no /proc
     _doc, root = await asyncio.to_thread(ctx.__enter__)
     try:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})

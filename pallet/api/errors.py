@@ -58,14 +58,25 @@ async def errors_middleware(request: web.Request,
                             handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except web.HTTPNotFound:
+    except Exception as exc:
+        if request.writer.output_size > 0:
+            # A stream (export, logs, a pull's progress) failed after its headers went
+            # out: a second response would land inside the body. Re-raised, aiohttp
+            # logs it and drops the connection; the client sees the body end early.
+            raise
+        return _answer(request, exc)
+
+
+def _answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The error response for ``exc``, which is being handled."""
+    if isinstance(exc, web.HTTPNotFound):
         return error_response(404, "page not found")  # Docker's words for an unknown route
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and exc.content_type != "application/json":
             return error_response(exc.status, exc.text or exc.reason)
-        raise
-    except PalletError as exc:
+        raise exc
+    if isinstance(exc, PalletError):
         return error_response(status_of(exc), str(exc))
-    except Exception as exc:  # a bug: answer 500 with the message, keep the daemon up
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, f"{type(exc).__name__}: {exc}")
+    # a bug: answer 500 with the message, keep the daemon up
+    log.exception("%s %s failed", request.method, request.path)
+    return error_response(500, f"{type(exc).__name__}: {exc}")

@@ -1046,20 +1046,22 @@ class ContainerService(ExecsAndHealth):
         return overlay_changes(upper, lowers)
 
     @contextmanager
-    def rootfs(self, ref: str) -> Iterator[tuple[dict[str, Any], str]]:
+    def rootfs(self, ref: str, mounts: bool = True) -> Iterator[tuple[dict[str, Any], str]]:
         """The container's root as its processes see it (mounts included while it runs),
-        or its snapshot mounted for the duration."""
+        or its snapshot mounted for the duration. ``mounts=False``: its filesystem alone,
+        without /proc, /dev, volumes or binds, running or not (what `export` writes)."""
         doc = self.get(ref)
         cid = doc["Id"]
         target = os.path.join(self.snapshots.path(cid), "merged")
         with self._lock:
             self._rootfs_users[cid] = self._rootfs_users.get(cid, 0) + 1
             st = doc["State"]
-            pid = st["Pid"] if st["Running"] else 0
+            pid = st["Pid"] if st["Running"] and mounts else 0
             if not pid and not _is_mountpoint(target):
                 self.snapshots.mount(cid, self._root_lowers(doc["Image"]))
         try:
-            # Running: its root as its processes see it, its mounts included.
+            # Running: its root as its processes see it, its mounts included. The
+            # snapshot's own mount here has none of them (they are in its namespace).
             yield doc, f"/proc/{pid}/root" if pid else target
         finally:
             with self._lock:

@@ -417,6 +417,29 @@ def test_stats_top_update(pd: Palletd, names: list[str]) -> None:
     assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
 
 
+def test_export_of_a_running_container_is_its_filesystem_alone(pd: Palletd,
+                                                               names: list[str]) -> None:
+    """As dockerd: the container's filesystem without /proc, /sys, its tmpfs or volume
+    content; and the stream ends cleanly (it once carried a second response)."""
+    import io
+    import tarfile
+
+    names.append("pt-export")
+    pd.docker("run", "-d", "--name", "pt-export", "-v", "/vol", "--tmpfs", "/scratch",
+              IMAGE, "sh", "-c", "echo a > /in-rootfs; echo b > /vol/in-volume; "
+              "echo c > /scratch/in-tmpfs; touch /ready; sleep 60")
+    pd.docker("exec", "pt-export", "sh", "-c", "while [ ! -f /ready ]; do sleep 0.05; done",
+              timeout=20)
+    out = subprocess.run(["docker", "export", "pt-export"], env=pd.env, capture_output=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+        members = {m.removeprefix("./") for m in tar.getnames()}
+    assert {"in-rootfs", "bin/busybox", "proc", "vol"} <= members
+    assert not members & {"vol/in-volume", "scratch/in-tmpfs", "proc/self", "proc/1"}
+    assert not any(m.startswith(("proc/", "sys/")) for m in members)
+
+
 def test_diff_export_commit(pd: Palletd, names: list[str]) -> None:
     names.append("pt-fs")
     pd.docker("run", "--name", "pt-fs", IMAGE, "sh", "-c",

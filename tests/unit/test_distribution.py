@@ -9,6 +9,7 @@ import io
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -238,3 +239,28 @@ def test_a_client_that_goes_away_stops_the_transfer() -> None:
             await asyncio.wait_for(stopped.wait(), 5)
 
     asyncio.run(scenario())
+
+
+def test_a_raw_stream_that_fails_midway_is_cut_off_not_answered_twice() -> None:
+    """An export's tar fails after its headers and some body went out: the connection
+    is dropped (the client sees the body end early), no error response follows inside
+    the body."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+        await resp.prepare(request)
+        await resp.write(b"first part of the tar")
+        raise NotFound("reading the rootfs failed")
+
+    async def scenario() -> bytes:
+        app = web.Application(middlewares=[errors_middleware])
+        app.router.add_get("/export", handler)
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/export")
+            assert resp.status == 200
+            got = b""
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for chunk in resp.content.iter_any():
+                    got += chunk
+            return got
+
+    assert asyncio.run(scenario()) == b"first part of the tar"
