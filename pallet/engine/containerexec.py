@@ -12,14 +12,14 @@ import contextlib
 import logging
 import os
 import secrets
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from pallet.engine import ocispec
 from pallet.engine.containerconf import resolve_user
+from pallet.engine.containerparts import ServiceParts
 from pallet.engine.containerview import rfc3339
-from pallet.engine.monitorclient import MonitorClient, frames
+from pallet.engine.monitorclient import frames
 from pallet.errors import Conflict, InvalidArgument, NotFound, PalletError, start_exit_code
 from pallet.oci import jsonfast
 
@@ -30,21 +30,11 @@ log = logging.getLogger("palletd")
 NS = 1_000_000_000
 
 
-class ExecsAndHealth:
-    if TYPE_CHECKING:  # what ContainerService brings
-        monitor: MonitorClient
+class ExecsAndHealth(ServiceParts):
+    if TYPE_CHECKING:  # more of what ContainerService brings
         snapshots: Snapshotter
-        run_root: str
-        docs: dict[str, dict[str, Any]]
-        execs: dict[str, dict[str, Any]]
-        _lock: threading.RLock
-        _exec_exits: dict[str, list[asyncio.Future[None]]]
         _health_tasks: dict[str, asyncio.Task[None]]
 
-        def get(self, ref: str) -> dict[str, Any]: ...
-        def _save(self, doc: dict[str, Any]) -> None: ...
-        def _event(self, doc: dict[str, Any], action: str, **extra: str) -> None: ...
-        def start(self, ref: str, policy: bool = False) -> bool: ...
         async def stop(self, ref: str, timeout: int | None = None,
                        signal: str | None = None) -> bool: ...
 
