@@ -138,9 +138,9 @@ def attach(netns_path: str, bridge: str, host_ifname: str, ifname: str, addrs: l
             try:
                 if hairpin:
                     nl.set_hairpin(host, True)
-                widen_gso(nl, host_ifname)
+                _widen_gso(nl, host_ifname)
                 if br_link.gso_ipv4_max_size <= _GSO_LEGACY_MAX:  # its first port, likely
-                    widen_gso(nl, bridge)
+                    _widen_gso(nl, bridge)
                 netns.run_in_fd(fd, lambda: _configure_inside(ifname, cidrs, gws, v6))
             except BaseException:
                 with contextlib.suppress(OSError):  # the veth goes; the first error stays
@@ -150,16 +150,18 @@ def attach(netns_path: str, bridge: str, host_ifname: str, ifname: str, addrs: l
             os.close(fd)
 
 
-def widen_gso(nl: RtNetlink, name: str) -> None:
+def _widen_gso(nl: RtNetlink, name: str) -> None:
     """Let the host build TCP segments as large as the device ``name`` takes ("BIG TCP"
     for IPv4, kernel 6.3 and later; up to 512 KiB for a veth) instead of 64 KiB.
 
     Set on a bridge and on the host ends of its veths, which carry what the host sends
-    to containers: that traffic, published ports included, then crosses the bridge,
-    conntrack and the veth a fourth as often per byte. Not set on a container's end: what
-    a container sends may leave through a NIC that takes 64 KiB, and a larger segment
-    would be cut up in software there. The kernel lowers a bridge's size by itself when
-    a port that takes less joins it. Best effort: a kernel that refuses keeps 64 KiB."""
+    to a container's address: that traffic then crosses the bridge and the veth in up to
+    eight times fewer pieces. (A published port on a host address does not gain: the
+    socket's segment size comes from the route of the address it connects to, loopback,
+    before the DNAT.) Not set on a container's end: what a container sends may leave
+    through a NIC that takes 64 KiB, and a larger segment would be cut up in software
+    there. The kernel lowers a bridge's size by itself when a port that takes less joins
+    it. Best effort: a kernel that refuses keeps 64 KiB."""
     link = nl.link(name)
     if link is None or not link.gso_ipv4_max_size:
         return  # gone, or a kernel without per-device IPv4 sizes
