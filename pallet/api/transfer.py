@@ -36,6 +36,7 @@ from pallet.api.system import engine
 from pallet.engine import transfer
 from pallet.engine.images import ImageService
 from pallet.errors import PalletError
+from pallet.oci.units import human_size
 
 log = logging.getLogger("palletd")
 
@@ -208,19 +209,9 @@ async def _stream_load(request: web.Request, svc: ImageService, path: str,
 def _message(r: transfer.LoadReport) -> dict[str, Any]:
     if not r.layer:
         return {"stream": r.message + "\n"}
-    done = _human(r.size)
+    done = human_size(r.size)
     return {"status": r.message, "progressDetail": {"current": r.size, "total": r.size},
             "progress": f"[{'=' * _BAR_WIDTH}>]  {done}/{done}", "id": r.layer}
-
-
-def _human(n: int) -> str:
-    """go-units' HumanSize: decimal units, four significant digits (``2.14MB``)."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if size < 1000 or unit == "PB":
-            return f"{size:.4g}{unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 def _json(obj: dict[str, Any]) -> bytes:

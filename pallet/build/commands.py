@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pallet.errors import InvalidArgument
-from pallet.oci.duration import parse_go_duration
 
 
 class DockerfileError(InvalidArgument):
@@ -233,11 +232,3 @@ class Dockerfile:
         if name_or_index.isdecimal() and int(name_or_index) < len(self.stages):
             return self.stages[int(name_or_index)]
         return None
-
-
-# -- Go durations -------------------------------------------------------------------------
-
-def parse_duration(text: str) -> int:
-    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``500ms``, ``1.5h``): the
-    syntax HEALTHCHECK flags are written in. Raises ValueError with Go's message."""
-    return parse_go_duration(text)

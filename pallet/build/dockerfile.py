@@ -38,10 +38,12 @@ from pallet.build.commands import (
     User,
     Volume,
     Workdir,
-    parse_duration,
 )
 from pallet.build.lexer import LexError, expand_heredoc, expand_word, expand_words
 from pallet.build.reader import Node, RawHeredoc, looks_like_json, parse_heredoc_word, read
+
+# HEALTHCHECK's durations: Go's time.ParseDuration, in nanoseconds
+from pallet.oci.duration import parse_go_duration as parse_duration
 
 __all__ = [
     "Add",

@@ -81,10 +81,10 @@ def build(host: str | None, argv: list[str]) -> int:
     body, name, size = _context(path, dockerfile)
     query["dockerfile"] = name
     if not a.quiet:
-        from pallet.cli.system import _human
+        from pallet.oci.units import human_size
 
         sys.stdout.write(f"Sending build context to pallet daemon  "
-                         f"{_human(size, digits=4)}\n")
+                         f"{human_size(size)}\n")
         sys.stdout.flush()
     resp = Transport(host).request(
         "POST", "/build", query, body=body,

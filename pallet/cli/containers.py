@@ -679,10 +679,10 @@ def ps(host: str | None, argv: list[str]) -> int:
             cmd = cmd[:19] + "…"
         size = ""
         if a.size:
-            from pallet.cli.system import _human
+            from pallet.oci.units import human_size
 
-            size = f"{_human(int(c.get('SizeRw', 0)))} (virtual " \
-                   f"{_human(int(c.get('SizeRootFs', 0)))})"
+            size = f"{human_size(int(c.get('SizeRw', 0)), digits=3)} (virtual " \
+                   f"{human_size(int(c.get('SizeRootFs', 0)), digits=3)})"
         image = c["Image"]
         if not a.no_trunc and image.startswith("sha256:") and len(image) == 71:
             image = image[7:19]  # made from an image id (a build step): shown short
@@ -719,9 +719,9 @@ def prune(host: str | None, argv: list[str]) -> int:
     deleted = body.get("ContainersDeleted") or []
     if deleted:
         _out("Deleted Containers:\n" + "".join(f"{d}\n" for d in deleted) + "\n")
-    from pallet.cli.system import _human
+    from pallet.oci.units import human_size
 
-    _out(f"Total reclaimed space: {_human(int(body.get('SpaceReclaimed', 0)))}\n")
+    _out(f"Total reclaimed space: {human_size(int(body.get('SpaceReclaimed', 0)), digits=3)}\n")
     return 0
 
 

@@ -28,9 +28,9 @@ def _ago(ts: int) -> str:
 
 
 def _size(n: int) -> str:
-    from pallet.cli.system import _human
+    from pallet.oci.units import human_size
 
-    return _human(n)
+    return human_size(n, digits=3)
 
 
 def images(host: str | None, argv: list[str]) -> int:
@@ -150,9 +150,9 @@ def prune(host: str | None, argv: list[str]) -> int:
     if items:
         _out("Deleted Images:\n" + "".join(
             f"{k.lower()}: {v}\n" for item in items for k, v in item.items()) + "\n")
-    from pallet.cli.system import _human
+    from pallet.oci.units import human_size
 
-    _out(f"Total reclaimed space: {_human(int(body.get('SpaceReclaimed', 0)))}\n")
+    _out(f"Total reclaimed space: {human_size(int(body.get('SpaceReclaimed', 0)), digits=3)}\n")
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 
 from pallet.cli.flags import LIST, STR, Flag, parse
 from pallet.client.transport import CLIENT_API_VERSION, Transport
+from pallet.oci.units import human_size
 
 _FORMAT = Flag("-f,--format", STR)
 
@@ -74,7 +75,7 @@ def info(host: str | None, argv: list[str]) -> int:
         ("Kernel Version", body.get("KernelVersion")),
         ("Operating System", body.get("OperatingSystem")), ("OSType", body.get("OSType")),
         ("Architecture", body.get("Architecture")), ("CPUs", body.get("NCPU")),
-        ("Total Memory", _human(int(body.get("MemTotal") or 0), binary=True)),
+        ("Total Memory", human_size(int(body.get("MemTotal") or 0), binary=True)),
         ("Name", body.get("Name")), ("ID", body.get("ID")),
         ("Docker Root Dir", body.get("DockerRootDir")), ("Debug Mode", body.get("Debug")),
     ]
@@ -93,13 +94,14 @@ def df(host: str | None, argv: list[str]) -> int:
     rows = [
         {"Type": "Images", "TotalCount": len(images),
          "Active": sum(1 for i in images if i.get("Containers", 0) > 0),
-         "Size": _human(int(body.get("LayersSize") or 0)), "Reclaimable": "0B"},
+         "Size": human_size(int(body.get("LayersSize") or 0), digits=3), "Reclaimable": "0B"},
         {"Type": "Containers", "TotalCount": len(containers),
          "Active": sum(1 for c in containers if c.get("State") == "running"),
-         "Size": _human(sum(int(c.get("SizeRw") or 0) for c in containers)),
+         "Size": human_size(sum(int(c.get("SizeRw") or 0) for c in containers), digits=3),
          "Reclaimable": "0B"},
         {"Type": "Local Volumes", "TotalCount": len(volumes), "Active": 0,
-         "Size": _human(sum(int((v.get("UsageData") or {}).get("Size") or 0) for v in volumes)),
+         "Size": human_size(sum(int((v.get("UsageData") or {}).get("Size") or 0)
+                                for v in volumes), digits=3),
          "Reclaimable": "0B"},
         {"Type": "Build Cache", "TotalCount": len(cache), "Active": 0, "Size": "0B",
          "Reclaimable": "0B"},
@@ -148,16 +150,3 @@ def _time(nanos: int) -> str:
 
 def _go(v: object) -> str:
     return "true" if v is True else "false" if v is False else str(v)
-
-
-def _human(n: int, binary: bool = False, digits: int = 3) -> str:
-    """docker's units.HumanSizeWithPrecision (decimal, ``digits`` significant digits, 3
-    as `system df` shows them, 4 as HumanSize) or BytesSize (binary)."""
-    base = 1024.0 if binary else 1000.0
-    units = ["B", "KiB", "MiB", "GiB", "TiB"] if binary else ["B", "kB", "MB", "GB", "TB"]
-    size = float(n)
-    i = 0
-    while size >= base and i < len(units) - 1:
-        size /= base
-        i += 1
-    return f"{size:.4g}{units[i]}" if binary else f"{size:.{digits}g}{units[i]}"

@@ -138,9 +138,9 @@ def prune(host: str | None, argv: list[str]) -> int:
     deleted = body.get("VolumesDeleted") or []
     if deleted:
         _out("Deleted Volumes:\n" + "".join(f"{d}\n" for d in deleted) + "\n")
-    from pallet.cli.system import _human
+    from pallet.oci.units import human_size
 
-    _out(f"Total reclaimed space: {_human(int(body.get('SpaceReclaimed', 0)))}\n")
+    _out(f"Total reclaimed space: {human_size(int(body.get('SpaceReclaimed', 0)), digits=3)}\n")
     return 0
 
 

@@ -22,6 +22,7 @@ from pallet.engine.config import DaemonConfig
 from pallet.errors import InvalidArgument
 from pallet.image.registry import Credentials, RegistryClient, Unauthorized
 from pallet.image.registry.endpoints import canonical_registry, origin
+from pallet.oci.units import human_size
 
 # A job's progress messages, in Docker's shapes: {"status", "id", "progressDetail", ...}.
 Emit = Callable[[dict[str, Any]], None]
@@ -32,7 +33,6 @@ CONCURRENCY = 3
 # A download or upload reports at most this often per layer (plus its first and last).
 PROGRESS_INTERVAL = 0.1
 
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 _BAR_WIDTH = 50
 
 
@@ -95,15 +95,6 @@ async def login(cfg: DaemonConfig, server: str, creds: Credentials | None) -> st
 
 
 # --- Docker's progress messages ------------------------------------------------------------
-
-def human_size(n: float) -> str:
-    """go-units' HumanSize: decimal units, four significant digits ("1.069MB")."""
-    i = 0
-    while n >= 1000 and i < len(_UNITS) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{_UNITS[i]}"
-
 
 def progress_bar(current: int, total: int) -> str:
     """jsonmessage's JSONProgress.String as dockerd renders it: ``[===>   ] 1.2MB/2.3MB``."""

@@ -416,7 +416,7 @@ class RtNetlink:
         flags = IFF_UP if up else 0
         body = ifinfomsg(flags=flags, change=flags) + b"".join(attrs)
         self._ack(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"add {kind} {name!r}")
-        return self._index_of_new(name)
+        return self._new_link(name).index
 
     def link_add_bridge(self, name: str, mtu: int | None = None) -> int:
         """Create a bridge; its index. The bridge gets a fixed random MAC address so it
@@ -426,14 +426,14 @@ class RtNetlink:
 
     def link_add_veth(self, name: str, peer: str, peer_netns_fd: int | None = None, *,
                       mtu: int | None = None, peer_mac: str | None = None,
-                      master: int | None = None, up: bool = False) -> int:
-        """Create a veth pair; the index of the end called ``name`` (in this namespace).
+                      master: int | None = None, up: bool = False) -> Link:
+        """Create a veth pair; the end called ``name`` (in this namespace), as made.
         The peer is made directly in the namespace ``peer_netns_fd`` when given, down."""
         body = veth_request(name, peer, peer_netns_fd=peer_netns_fd, mtu=mtu, master=master,
                             up=up, peer_mac=parse_mac(peer_mac) if peer_mac else None)
         self._ack(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body,
                   f"add veth {name!r} (peer {peer!r})")
-        return self._index_of_new(name)
+        return self._new_link(name)
 
     def link_set(self, index: int, *, up: bool | None = None, master: int | None = None,
                  mtu: int | None = None, mac: str | None = None, name: str | None = None,
@@ -597,11 +597,11 @@ class RtNetlink:
                 return out
         raise _error(errno.EAGAIN, what, "the dump kept changing")
 
-    def _index_of_new(self, name: str) -> int:
-        index = self.link_index(name)
-        if index is None:  # deleted again by someone else between the two requests
+    def _new_link(self, name: str) -> Link:
+        link = self.link(name)
+        if link is None:  # deleted again by someone else between the two requests
             raise _error(errno.ENODEV, f"get new link {name!r}", "")
-        return index
+        return link
 
 
 def random_mac() -> str:

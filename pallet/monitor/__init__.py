@@ -9,6 +9,6 @@ parent, the keeper (``keeper``), outlives it and restarts it (``keeperlink``).
 import os
 
 
-def warn(text: str) -> None:
-    """A line on the monitor's stderr (its log)."""
-    os.write(2, f"pallet-monitor: {text}\n".encode())
+def warn(text: str, who: str = "pallet-monitor") -> None:
+    """A line on the monitor's (or its keeper's) stderr, its log."""
+    os.write(2, f"{who}: {text}\n".encode())

@@ -9,8 +9,8 @@
         the exits it has seen (``adopt``), and passes on each later exit of theirs.
 
 Only a process's parent learns how it ended, so what outlives monitors has to be
-their ancestor. The keeper is kept small — the standard library only, no runtime
-code, it reads no container's output — and is upgraded by re-executing in place, as
+their ancestor. The keeper is kept small — the standard library and one prctl, no
+runtime code, it reads no container's output — and is upgraded by re-executing in place, as
 the monitor is. While no monitor runs, a container's output waits in its pipe (the
 writer blocks when the pipe is full): nothing is lost, only late. Connections to the
 dead monitor (attach streams) end; palletd's watch reconnects and sees what happened.
@@ -33,6 +33,8 @@ import socket
 import sys
 import time
 from typing import Any
+
+from pallet.monitor import warn
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
@@ -288,7 +290,7 @@ class Keeper:
         desc = {"listener": self.listener, "chan": self.chan.fileno() if self.chan else -1,
                 "monitor": self.monitor, "started_ago": time.monotonic() - self.started,
                 "adopted": self.adopted, "bye": self.bye, "delay": self.delay,
-                "boxes": [[box, held] for box, held in self.boxes.values()],
+                "boxes": [[box, box_fds] for box, box_fds in self.boxes.values()],
                 "exits": {str(p): s for p, s in self.exits.items()}}
         try:
             reexec(self.exec_root, self.sock_path, "--keeper-resume-fd",
@@ -333,4 +335,4 @@ def _how(status: int) -> str:
 
 
 def _warn(text: str) -> None:
-    os.write(2, f"pallet-monitor keeper: {text}\n".encode())
+    warn(text, "pallet-monitor keeper")

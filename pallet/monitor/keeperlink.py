@@ -71,7 +71,6 @@ class KeeperLink:
         """Hand the keeper ``box``'s descriptors (again, when they changed)."""
         if self.keeper is None or box.done:
             return
-
         self._tell_keeper({"op": "hold", "box": handover.box_state(
             box, time.monotonic(), full)}, handover.box_fds(box))
 

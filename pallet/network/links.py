@@ -39,6 +39,7 @@ from pallet.linux import netns
 from pallet.linux.netlink import (
     TC_H_INGRESS,
     TC_H_ROOT,
+    Link,
     RtNetlink,
     format_cidr,
     parse_cidr,
@@ -137,21 +138,21 @@ def attach(netns_path: str, bridge: str, host_ifname: str, ifname: str, addrs: l
                                     master=br, up=True)
             try:
                 if hairpin:
-                    nl.set_hairpin(host, True)
-                _widen_gso(nl, host_ifname)
+                    nl.set_hairpin(host.index, True)
+                _widen_gso(nl, host)
                 if br_link.gso_ipv4_max_size <= _GSO_LEGACY_MAX:  # its first port, likely
-                    _widen_gso(nl, bridge)
+                    _widen_gso(nl, nl.link(bridge))  # its size as its ports allow now
                 netns.run_in_fd(fd, lambda: _configure_inside(ifname, cidrs, gws, v6))
             except BaseException:
                 with contextlib.suppress(OSError):  # the veth goes; the first error stays
-                    nl.link_del(host)
+                    nl.link_del(host.index)
                 raise
         finally:
             os.close(fd)
 
 
-def _widen_gso(nl: RtNetlink, name: str) -> None:
-    """Let the host build TCP segments as large as the device ``name`` takes ("BIG TCP"
+def _widen_gso(nl: RtNetlink, link: Link | None) -> None:
+    """Let the host build TCP segments as large as the device ``link`` takes ("BIG TCP"
     for IPv4, kernel 6.3 and later; up to 512 KiB for a veth) instead of 64 KiB.
 
     Set on a bridge and on the host ends of its veths, which carry what the host sends
@@ -162,7 +163,6 @@ def _widen_gso(nl: RtNetlink, name: str) -> None:
     through a NIC that takes 64 KiB, and a larger segment would be cut up in software
     there. The kernel lowers a bridge's size by itself when a port that takes less joins
     it. Best effort: a kernel that refuses keeps 64 KiB."""
-    link = nl.link(name)
     if link is None or not link.gso_ipv4_max_size:
         return  # gone, or a kernel without per-device IPv4 sizes
     if link.tso_max_size > link.gso_ipv4_max_size:

@@ -43,8 +43,6 @@ class Compression(enum.StrEnum):
     ZSTD = "zstd"
 
 
-GZIP_MAGIC = magic.GZIP
-ZSTD_MAGIC = magic.ZSTD
 # Docker reads these legacy layer codecs; the OCI image spec does not allow them.
 _UNSUPPORTED_MAGIC = {magic.BZIP2: "bzip2", magic.XZ: "xz"}
 _MAGIC_LEN = 6
@@ -62,9 +60,9 @@ _ZSTD_FEED = 1024
 
 def detect(head: bytes) -> Compression:
     """The compression of a stream whose first bytes are ``head`` (6 are enough)."""
-    if head.startswith(GZIP_MAGIC):
+    if head.startswith(magic.GZIP):
         return Compression.GZIP
-    if head.startswith(ZSTD_MAGIC):
+    if head.startswith(magic.ZSTD):
         return Compression.ZSTD
     for prefix, name in _UNSUPPORTED_MAGIC.items():
         if head.startswith(prefix):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from pallet.build.commands import parse_duration
 from pallet.build.dockerfile import (
     Add,
     Arg,
@@ -34,6 +33,7 @@ from pallet.build.dockerfile import (
     expand_word,
     expand_words,
     parse,
+    parse_duration,
     parse_instruction,
 )
 from pallet.errors import InvalidArgument
