@@ -24,7 +24,7 @@ from pallet.errors import Conflict, InvalidArgument, NotFound, PalletError, star
 from pallet.oci import jsonfast
 
 if TYPE_CHECKING:
-    from pallet.storage.snapshot import Snapshotter
+    pass
 
 log = logging.getLogger("palletd")
 NS = 1_000_000_000
@@ -32,7 +32,6 @@ NS = 1_000_000_000
 
 class ExecsAndHealth(ServiceParts):
     if TYPE_CHECKING:  # more of what ContainerService brings
-        snapshots: Snapshotter
         _health_tasks: dict[str, asyncio.Task[None]]
 
         async def stop(self, ref: str, timeout: int | None = None,

@@ -5,6 +5,11 @@ service keeps their records (SQLite) and follows the monitor's feed of exits. pa
 can die at any moment: a record is written before an operation is acknowledged, and
 on restart ``reconcile`` folds in whatever the monitor saw meanwhile.
 
+This module creates, starts, connects, renames and removes; the service's other parts
+live beside it: containercontrol (kill, stop, pause, update), containerexits (the
+monitor's feed, restart policies, wait), containerexec (exec, health checks),
+containerfs (diff, cp/export roots, commit) and containerread (inspect, list).
+
 Paths of a container ``id``:
   <data_root>/containers/<id>/    hostname, hosts, resolv.conf, <id>-json.log
   <exec_root>/containers/<id>/    config.json (the bundle), exit.json (the monitor's)
@@ -22,8 +27,6 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from pallet.engine import mounts, names, ocispec
@@ -40,16 +43,16 @@ from pallet.engine.containerconf import (
     resolv_conf,
     resolve_user,
 )
+from pallet.engine.containercontrol import Control
 from pallet.engine.containerdb import ContainerDB
 from pallet.engine.containerexec import ExecsAndHealth, healthcheck
 from pallet.engine.containerexits import ExitsAndRestarts
+from pallet.engine.containerfs import Filesystem, _is_mountpoint
+from pallet.engine.containerread import Reading
 from pallet.engine.containerview import (
     label_filters,
-    matches,
-    network_settings,
     rfc3339,
     state_of,
-    status_text,
 )
 from pallet.engine.events import EventBus, make_event
 from pallet.engine.images import ImageService
@@ -65,27 +68,13 @@ from pallet.errors import (
     PalletError,
     start_exit_code,
 )
-from pallet.linux import signals
 from pallet.monitor import logfile
-from pallet.network import ports as portmap
 from pallet.oci import jsonfast
-from pallet.storage.changes import overlay_changes
 from pallet.storage.snapshot import choose_driver, init_layer
 
 log = logging.getLogger("palletd")
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-DEFAULT_STOP_TIMEOUT = 10
-def parse_signal(raw: str | int | None, default: int = 15) -> int:
-    """SIGTERM, TERM, 15, RTMIN+1 -> its number; InvalidArgument for anything else."""
-    if raw is None or raw == "":
-        return default
-    try:
-        return signals.parse(str(raw))
-    except ValueError:
-        raise InvalidArgument(f"Invalid signal: {raw}") from None
-
-
-class ContainerService(ExitsAndRestarts, ExecsAndHealth):
+class ContainerService(Control, Reading, Filesystem, ExitsAndRestarts, ExecsAndHealth):
     def __init__(self, cfg: DaemonConfig, events: EventBus, images: ImageService,
                  sandboxes: Sandboxes, volumes: VolumeService | None = None) -> None:
         self.cfg = cfg
@@ -532,137 +521,7 @@ class ContainerService(ExitsAndRestarts, ExecsAndHealth):
             self._save(doc)
         self.sandboxes.nets.event(net, "disconnect", container=doc["Id"])
 
-    # --- signals, stop, pause ---------------------------------------------------------------
-
-    def kill(self, ref: str, signal: str | int | None = None) -> None:
-        doc = self.get(ref)
-        sig = parse_signal(signal, 9)
-        if not doc["State"]["Running"]:
-            raise Conflict(f"Container {doc['Id']} is not running")
-        if sig in (9, 15, parse_signal(doc["Config"].get("StopSignal"), 15)):
-            with self._lock:
-                doc["State"]["ManuallyStopped"] = True  # as dockerd: no restart after kill
-                self._save(doc)
-        try:
-            self.monitor.call("kill", id=doc["Id"], signal=sig)
-        except (NotFound, InvalidState):
-            raise Conflict(f"Container {doc['Id']} is not running") from None
-        self._event(doc, "kill", signal=str(sig))
-
-    async def stop(self, ref: str, timeout: int | None = None,
-                   signal: str | None = None) -> bool:
-        """SIGTERM (or the stop signal), SIGKILL after ``timeout``; False if not running."""
-        doc = await asyncio.to_thread(self.get, ref)
-        st = doc["State"]
-        if st.get("Restarting"):
-            with self._lock:  # a restart waiting out its back-off is called off
-                st.update(Restarting=False, Status="exited", ManuallyStopped=True)
-                self._save(doc)
-            return True
-        if not st["Running"]:
-            return False
-        sig = parse_signal(signal or doc["Config"].get("StopSignal"), 15)
-        if timeout is None:
-            t = doc["Config"].get("StopTimeout")
-            timeout = int(t) if t is not None else DEFAULT_STOP_TIMEOUT
-        with self._lock:
-            st["ManuallyStopped"] = True  # the restart policy leaves it stopped
-            self._save(doc)
-        waiter = self._exit_future(doc["Id"])
-        try:
-            if doc["State"]["Paused"]:
-                await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"], signal=9,
-                                        all=True)
-            else:
-                await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"], signal=sig)
-            self._event(doc, "kill", signal=str(sig))
-        except (NotFound, InvalidState):
-            pass  # exited on its own meanwhile
-        if timeout < 0:
-            await waiter
-        else:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except TimeoutError:
-                try:
-                    await asyncio.to_thread(self.monitor.call, "kill", id=doc["Id"],
-                                            signal=9, all=True)
-                    self._event(doc, "kill", signal="9")
-                except (NotFound, InvalidState):
-                    pass
-                await waiter
-        self._event(doc, "stop")
-        return True
-
-    def pause(self, ref: str) -> None:
-        doc = self.get(ref)
-        st = doc["State"]
-        if not st["Running"]:
-            raise Conflict(f"Container {doc['Id']} is not running")
-        if st["Paused"]:
-            raise Conflict(f"Container {doc['Id']} is already paused")
-        self.monitor.call("pause", id=doc["Id"])
-        with self._lock:
-            st.update(Paused=True, Status="paused")
-            self._save(doc)
-        self._event(doc, "pause")
-
-    def unpause(self, ref: str) -> None:
-        doc = self.get(ref)
-        st = doc["State"]
-        if not st["Paused"]:
-            raise Conflict(f"Container {doc['Id']} is not paused")
-        self.monitor.call("resume", id=doc["Id"])
-        with self._lock:
-            st.update(Paused=False, Status="running")
-            self._save(doc)
-        self._event(doc, "unpause")
-
-    UPDATABLE = ("CpuShares", "Memory", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
-                 "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
-                 "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota", "CpuRealtimePeriod",
-                 "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "MemoryReservation",
-                 "MemorySwap", "MemorySwappiness", "NanoCpus", "OomKillDisable", "PidsLimit",
-                 "KernelMemory", "KernelMemoryTCP", "RestartPolicy")
-
-    def update(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Change resources (live, if it runs) and the restart policy."""
-        doc = self.get(ref)
-        unknown = [k for k in body if k not in self.UPDATABLE and body[k] not in (None, 0,
-                                                                                   "", [])]
-        if unknown:
-            raise InvalidArgument(f"cannot update {', '.join(sorted(unknown))}")
-        with self._lock:
-            hc = dict(doc["HostConfig"])
-            for key, value in body.items():
-                if key in self.UPDATABLE and value is not None and (
-                        value not in (0, "", []) or key in hc):
-                    hc[key] = value
-            if hc.get("AutoRemove") and (hc.get("RestartPolicy") or {}).get("Name",
-                                                                             "no") != "no":
-                raise InvalidArgument("Restart policy cannot be updated because AutoRemove is "
-                                      "enabled for the container")
-            if hc.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
-                hc["NanoCpus"] = 0
-            if body.get("NanoCpus"):
-                hc["CpuQuota"] = hc["CpuPeriod"] = 0
-            check_host_config(hc)
-            if doc["State"]["Running"]:
-                self._update_cgroup(doc, hc)
-            doc["HostConfig"] = hc
-            self._save(doc)
-        self._event(doc, "update")
-        return {"Warnings": []}
-
-    def _update_cgroup(self, doc: dict[str, Any], hc: dict[str, Any]) -> None:
-        from pallet.oci.resources import parse_resources
-        from pallet.runtime import inspect_verbs
-
-        ctx = ocispec.Context(cid=doc["Id"], rootfs="/",
-                              block_devices=block_devices(hc))
-        res = ocispec.resources(hc, ctx, bool(hc.get("Privileged")))
-        res.pop("devices", None)  # never changed by update, as with dockerd and runc
-        inspect_verbs.update(self.runtime_root, doc["Id"], parse_resources(res))
+    # --- rename ------------------------------------------------------------------------------
 
     def rename(self, ref: str, new: str) -> None:
         doc = self.get(ref)
@@ -745,71 +604,6 @@ class ContainerService(ExitsAndRestarts, ExecsAndHealth):
             if not fut.done():
                 fut.set_result(None)
 
-    # --- reading --------------------------------------------------------------------------------
-
-    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
-        doc = self.get(ref)
-        with self._lock:
-            out: dict[str, Any] = jsonfast.loads(jsonfast.dumps(doc))
-        out.pop("ImageName", None)
-        st = out["State"]
-        st.pop("ManuallyStopped", None)
-        st.pop("Removing", None)
-        snap = self.snapshots.path(doc["Id"])
-        out["GraphDriver"] = {"Name": self.snapshots.name, "Data": {
-            "MergedDir": os.path.join(snap, "merged"), "UpperDir": os.path.join(snap, "upper"),
-            "WorkDir": os.path.join(snap, "work"),
-            "LowerDir": ":".join(self._root_lowers(doc["Image"])) or None}}
-        out.pop("MountPoints", None)
-        out["Mounts"] = [mounts.view(p) for p in sorted(
-            self._mount_points(doc), key=lambda p: str(p["Destination"]))]
-        out["NetworkSettings"] = network_settings(doc)
-        if size:
-            out["SizeRw"] = self.snapshots.usage(doc["Id"])
-            out["SizeRootFs"] = out["SizeRw"] + self._image_size(doc["Image"])
-        return out
-
-    def _image_size(self, image_id: str) -> int:
-        row = self.images.db.image(image_id)
-        return row.size if row else 0
-
-    def listing(self, all_: bool = False, limit: int = -1, size: bool = False,
-                filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-        filters = filters or {}
-        for key in filters:
-            if key not in ("id", "name", "label", "status", "exited", "ancestor", "before",
-                           "since", "health", "is-task", "volume", "network", "publish",
-                           "expose", "isolation"):
-                raise InvalidArgument(f"invalid filter '{key}'")
-        with self._lock:
-            docs = sorted(self.docs.values(), key=lambda d: d["Created"], reverse=True)
-        if not all_ and limit <= 0 and not filters.get("status") and \
-                not filters.get("exited"):
-            docs = [d for d in docs if d["State"]["Running"]]
-        docs = [d for d in docs if matches(d, filters, self)]
-        if limit > 0:
-            docs = docs[:limit]
-        out = []
-        for d in docs:
-            cfg = d["Config"]
-            entry: dict[str, Any] = {
-                "Id": d["Id"], "Names": [d["Name"]], "Image": d.get("ImageName") or cfg["Image"],
-                "ImageID": d["Image"],
-                "Command": " ".join([d["Path"], *d["Args"]]),
-                "Created": int(logfile.parse_time(d["Created"])),
-                "Ports": portmap.listing((d.get("NetworkSettings") or {}).get("Ports")),
-                "Labels": cfg.get("Labels") or {},
-                "State": d["State"]["Status"], "Status": status_text(d["State"]),
-                "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode", "default")},
-                "NetworkSettings": {"Networks": network_settings(d)["Networks"]},
-                "Mounts": [mounts.view(p) for p in self._mount_points(d)],
-            }
-            if size:
-                entry["SizeRw"] = self.snapshots.usage(d["Id"])
-                entry["SizeRootFs"] = entry["SizeRw"] + self._image_size(d["Image"])
-            out.append(entry)
-        return out
-
     def prune(self, filters: dict[str, list[str]], until: float | None = None) -> dict[str, Any]:
         """Remove every stopped container matching the label filters (and created
         before ``until``)."""
@@ -829,83 +623,6 @@ class ContainerService(ExitsAndRestarts, ExecsAndHealth):
             self._remove_stopped(doc)
             deleted.append(doc["Id"])
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
-    def count(self) -> dict[str, int]:
-        """How many are running, paused and stopped (what /info reports)."""
-        with self._lock:
-            docs = list(self.docs.values())
-        return {"running": sum(1 for d in docs if d["State"]["Status"] == "running"),
-                "paused": sum(1 for d in docs if d["State"]["Paused"]),
-                "stopped": sum(1 for d in docs if not d["State"]["Running"])}
-
-    # --- its filesystem: changes, export, cp, commit ------------------------------------------
-
-    def changes(self, ref: str) -> list[dict[str, Any]]:
-        """What the container changed: Kind 0 modified, 1 added, 2 deleted (docker diff)."""
-        doc = self.get(ref)
-        snap = self.snapshots.path(doc["Id"])
-        upper = os.path.join(snap, "upper" if self.snapshots.name == "overlay" else "rootfs")
-        lowers = self._root_lowers(doc["Image"])
-        if self.snapshots.name != "overlay":
-            raise NotSupported("changes need the overlay snapshot driver")
-        return overlay_changes(upper, lowers)
-
-    @contextmanager
-    def rootfs(self, ref: str, mounts: bool = True) -> Iterator[tuple[dict[str, Any], str]]:
-        """The container's root as its processes see it (mounts included while it runs),
-        or its snapshot mounted for the duration. ``mounts=False``: its filesystem alone,
-        without /proc, /dev, volumes or binds, running or not (what `export` writes)."""
-        doc = self.get(ref)
-        cid = doc["Id"]
-        target = os.path.join(self.snapshots.path(cid), "merged")
-        with self._lock:
-            self._rootfs_users[cid] = self._rootfs_users.get(cid, 0) + 1
-            st = doc["State"]
-            pid = st["Pid"] if st["Running"] and mounts else 0
-            if not pid and not _is_mountpoint(target):
-                self.snapshots.mount(cid, self._root_lowers(doc["Image"]))
-        try:
-            # Running: its root as its processes see it, its mounts included. The
-            # snapshot's own mount here has none of them (they are in its namespace).
-            yield doc, f"/proc/{pid}/root" if pid else target
-        finally:
-            with self._lock:
-                self._rootfs_users[cid] -= 1
-                if not self._rootfs_users[cid]:
-                    del self._rootfs_users[cid]
-                    if not doc["State"]["Running"]:
-                        self._unmount(doc)
-
-    def commit(self, ref: str, repo_tag: str = "", comment: str = "", author: str = "",
-               changes: list[str] | None = None, pause: bool = True,
-               config: dict[str, Any] | None = None) -> str:
-        """A new image: the container's image plus its changes as one more layer."""
-        from pallet.build.changes import parse_changes
-        from pallet.storage.diff import diff_upper
-
-        doc = self.get(ref)
-        if self.snapshots.name != "overlay":
-            raise NotSupported("commit needs the overlay snapshot driver")
-        paused = False
-        if pause and doc["State"]["Running"] and not doc["State"]["Paused"]:
-            self.monitor.call("pause", id=doc["Id"])
-            paused = True
-        try:
-            upper = os.path.join(self.snapshots.path(doc["Id"]), "upper")
-            cfg = dict(doc["Config"])
-            cfg.pop("Hostname", None)
-            if config:
-                cfg.update({k: v for k, v in config.items() if v is not None})
-            cfg.update(parse_changes(changes or []))
-            image_id = self.images.commit(
-                doc["Image"], diff_upper(upper, self._lowers(doc["Image"])), cfg,
-                created_by=" ".join([doc["Path"], *doc["Args"]]), comment=comment,
-                author=author, repo_tag=repo_tag, container=doc["Id"])
-        finally:
-            if paused:
-                self.monitor.call("resume", id=doc["Id"])
-        self._event(doc, "commit", comment=comment)
-        return image_id
 
     def log_path(self, ref: str) -> tuple[dict[str, Any], str]:
         doc = self.get(ref)
@@ -948,12 +665,3 @@ def _write(path: str, text: str, mode: int = 0o644, fresh: bool = False) -> None
         f.write(text)
     os.chmod(tmp, mode)
     os.rename(tmp, path)
-
-
-def _is_mountpoint(path: str) -> bool:
-    try:
-        return os.path.ismount(path)
-    except OSError:
-        return False
-
-

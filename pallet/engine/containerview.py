@@ -12,7 +12,7 @@ from pallet.errors import InvalidArgument, NotFound
 from pallet.monitor import logfile
 
 if TYPE_CHECKING:
-    from pallet.engine.containers import ContainerService
+    from pallet.engine.containerparts import ServiceParts
 
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -137,7 +137,7 @@ def _port_filter(doc: dict[str, Any], key: str, spec: str) -> bool:
 
 
 def matches(doc: dict[str, Any], filters: dict[str, list[str]],
-             svc: ContainerService) -> bool:
+             svc: ServiceParts) -> bool:
     st = doc["State"]
     for key, values in filters.items():
         if not values:

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from pallet.engine import ocispec
-from pallet.engine.containers import merge_config, parse_signal, resolve_user
+from pallet.engine.containercontrol import parse_signal
+from pallet.engine.containers import merge_config, resolve_user
 from pallet.errors import InvalidArgument
 
 # What dockerd 20.10 wrote for a container (captured; see tests/data/README)
