@@ -12,6 +12,8 @@ was killed finds, after its restart, what to serve and what to take down.
     start:  pool.take -> links.attach (per network) -> firewall -> DNS listeners
     exit:   DNS off -> links.detach -> netns.remove -> firewall
 
+The resolver at 127.0.0.11 is Sandboxes' part in sandboxdns.py.
+
 Lock order: the container service's lock, then NetworkService.lock.
 """
 
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pallet.engine.config import DaemonConfig
 from pallet.engine.netnspool import NetnsPool
 from pallet.engine.networks import ICC_OPT, MASQ_OPT, MTU_OPT, PREDEFINED, NetworkService
+from pallet.engine.sandboxdns import SandboxDns
 from pallet.errors import (
     Conflict,
     Forbidden,
@@ -64,7 +67,7 @@ def public_endpoint(ep: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ep.items() if not k.startswith("_")}
 
 
-class Sandboxes:
+class Sandboxes(SandboxDns):
     def __init__(self, cfg: DaemonConfig, nets: NetworkService) -> None:
         self.cfg = cfg
         self.nets = nets
@@ -313,85 +316,6 @@ class Sandboxes:
                 return
             nft.apply(script)
             self._fw = script
-
-    # --- DNS --------------------------------------------------------------------------------
-
-    def wants_dns(self, doc: dict[str, Any]) -> bool:
-        return any(name not in PREDEFINED
-                   for name in (doc.get("NetworkSettings") or {}).get("Networks") or {})
-
-    def _dns_on(self, doc: dict[str, Any], path: str) -> None:
-        loop = self.loop
-        if loop is None:
-            return
-        from pallet.network import dns
-
-        if self._dns is None:
-            self._dns = dns.DnsServer(list(self.cfg.dns) or None)
-        udp, tcp = dns.open_listeners(path)
-        cid = doc["Id"]
-        # only internal networks: names outside are not asked for (as dockerd)
-        nets = [self.nets.find(n) for n in doc["NetworkSettings"]["Networks"]]
-        forward = any(n is not None and not n["Internal"] for n in nets)
-        own = [str(d) for d in doc["HostConfig"].get("Dns") or []]  # as dockerd: ExtDNS
-        asyncio.run_coroutine_threadsafe(
-            self._dns.add(cid, udp, tcp, self._lookup(cid), self._reverse(cid),
-                          forward=forward, upstreams=own or None,
-                          ndots_set=dns.ndots_set(doc["HostConfig"].get("DnsOptions") or [])),
-            loop)
-
-    def _dns_off(self, cid: str) -> None:
-        if self._dns is not None and self.loop is not None:
-            asyncio.run_coroutine_threadsafe(self._dns.remove(cid), self.loop)
-
-    def _peers(self, cid: str) -> tuple[dict[str, Any] | None,
-                                        list[tuple[str, dict[str, Any], dict[str, Any]]]]:
-        """The container's own doc, and (network, container doc, its endpoint) for
-        everyone on its user-defined networks, itself included: one pass over the
-        containers per query."""
-        docs = {c["Id"]: c for c in self.nets.container_docs()}
-        me = docs.get(cid)
-        if me is None:
-            return None, []
-        mine = [n for n in (me.get("NetworkSettings") or {}).get("Networks") or {}
-                if n not in PREDEFINED]
-        out = []
-        for c in docs.values():
-            eps = (c.get("NetworkSettings") or {}).get("Networks") or {}
-            for n in mine:
-                ep = eps.get(n)
-                if ep is not None and ep.get("EndpointID") and c["State"].get("Running", True):
-                    out.append((n, c, ep))
-        return me, out
-
-    def _lookup(self, cid: str) -> Callable[[str], list[str]]:
-        def lookup(name: str) -> list[str]:
-            name = name.lower().rstrip(".")
-            me, peers = self._peers(cid)
-            links: dict[str, str] = {}
-            for ep in (((me or {}).get("NetworkSettings") or {}).get("Networks") or {}).values():
-                for link in ep.get("Links") or []:
-                    target, _, alias = str(link).partition(":")
-                    links[(alias or target).lower()] = target.lstrip("/").lower()
-            name = links.get(name, name)
-            out: list[str] = []
-            for net, c, ep in peers:
-                names = {c["Name"].lstrip("/").lower(), c["Id"][:12]}
-                names.update(a.lower() for a in ep.get("Aliases") or [])
-                if name in names or name in {f"{n}.{net.lower()}" for n in names}:
-                    for key in ("IPAddress", "GlobalIPv6Address"):
-                        if ep.get(key) and ep[key] not in out:
-                            out.append(ep[key])
-            return out
-        return lookup
-
-    def _reverse(self, cid: str) -> Callable[[str], str | None]:
-        def reverse(ip: str) -> str | None:
-            for net, c, ep in self._peers(cid)[1]:
-                if ip in (ep.get("IPAddress"), ep.get("GlobalIPv6Address")):
-                    return f"{c['Name'].lstrip('/')}.{net}"
-            return None
-        return reverse
 
     # --- connect / disconnect ---------------------------------------------------------------
 

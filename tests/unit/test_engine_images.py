@@ -51,7 +51,7 @@ def test_collection_waits_for_leases(tmp_path: str) -> None:
 
 
 def test_reference_filter_globs_as_go_path_match() -> None:
-    from pallet.engine.images import _ref_matches, path_match
+    from pallet.engine.imageread import _ref_matches, path_match
 
     assert path_match("busybox*", "busybox:1") and not path_match("busybox*", "busybox/x:1")
     assert path_match("*/*", "a/b") and not path_match("*", "a/b")
